@@ -1,0 +1,109 @@
+"""Shared building blocks: the spatial shifts (reference and deployment forms) and LayerNorm variants.
+
+Each shift exists twice. The *reference* form is how the papers' code writes it (``torch.roll`` for
+MS-MLP, in-place slice assignment for S2-MLPv2); exported to ONNX these become Roll-free but awkward
+graphs (Slice chains for roll in some exporters, ScatterND for slice assignment). The *deployment* form
+computes the same values from slicing and concatenation only, so the ONNX graph holds Slice/Concat,
+which TensorRT fuses into plain copies. Models use the deployment form unless told otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# ---------------------------------------------------------------------------------------------- roll
+
+
+def roll_reference(x: torch.Tensor, shift: int, dim: int) -> torch.Tensor:
+    """Circular shift along ``dim`` (MS-MLP's ``torch.roll``)."""
+    return torch.roll(x, shift, dim)
+
+
+def roll_sliced(x: torch.Tensor, shift: int, dim: int) -> torch.Tensor:
+    """``torch.roll`` from one split point: the tail moves to the front. Static sizes only."""
+    size = x.shape[dim]
+    shift %= size
+    if shift == 0:
+        return x
+    tail = x.narrow(dim, size - shift, shift)
+    head = x.narrow(dim, 0, size - shift)
+    return torch.cat((tail, head), dim)
+
+
+# ------------------------------------------------------------------------------- edge-replicate shift
+
+
+def quarter_bounds(channels: int, groups: int = 4) -> list[int]:
+    """Channel boundaries of ``groups`` near-equal groups; equal when ``channels % groups == 0``."""
+    return [g * channels // groups for g in range(groups + 1)]
+
+
+# (axis, step) per quarter, on channels-last tokens (N, H, W, C): axis 1 is H, axis 2 is W.
+SHIFT1: tuple[tuple[int, int], ...] = ((1, 1), (1, -1), (2, 1), (2, -1))
+SHIFT2: tuple[tuple[int, int], ...] = ((2, 1), (2, -1), (1, 1), (1, -1))
+
+
+def edge_shift_reference(x: torch.Tensor, pattern: Sequence[tuple[int, int]] = SHIFT1) -> torch.Tensor:
+    """S2-MLP's shift as public re-implementations write it: slice assignment on a copy.
+
+    Each channel group moves one token along its axis; the vacated border keeps its original values.
+    """
+    out = x.clone()
+    b = quarter_bounds(x.shape[-1], len(pattern))
+    for g, (axis, step) in enumerate(pattern):
+        c = slice(b[g], b[g + 1])
+        n = x.shape[axis]
+        dst = [slice(None)] * 3 + [c]
+        src = [slice(None)] * 3 + [c]
+        if step > 0:
+            dst[axis], src[axis] = slice(1, n), slice(0, n - 1)
+        else:
+            dst[axis], src[axis] = slice(0, n - 1), slice(1, n)
+        out[tuple(dst)] = x[tuple(src)]
+    return out
+
+
+def _edge_shift_one(x: torch.Tensor, axis: int, step: int) -> torch.Tensor:
+    n = x.shape[axis]
+    if n == 1:
+        return x
+    if step > 0:  # row 0 stays, row i takes row i-1
+        return torch.cat((x.narrow(axis, 0, 1), x.narrow(axis, 0, n - 1)), axis)
+    return torch.cat((x.narrow(axis, 1, n - 1), x.narrow(axis, n - 1, 1)), axis)
+
+
+def edge_shift_sliced(x: torch.Tensor, pattern: Sequence[tuple[int, int]] = SHIFT1) -> torch.Tensor:
+    """The same shift from Slice and Concat only (no scatter), for export."""
+    b = quarter_bounds(x.shape[-1], len(pattern))
+    parts = []
+    for g, (axis, step) in enumerate(pattern):
+        if b[g + 1] > b[g]:
+            parts.append(_edge_shift_one(x[..., b[g] : b[g + 1]], axis, step))
+    if b[-1] < x.shape[-1]:
+        parts.append(x[..., b[-1] :])
+    return torch.cat(parts, -1)
+
+
+SHIFT_FORMS = ("sliced", "reference")
+
+
+def check_shift_form(form: str) -> str:
+    if form not in SHIFT_FORMS:
+        raise ValueError(f"shift_form must be one of {SHIFT_FORMS}, got {form!r}")
+    return form
+
+
+# ----------------------------------------------------------------------------------------- norms
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over channels of an N,C,H,W tensor (permutes to channels-last and back)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)

@@ -1,0 +1,197 @@
+"""MS-MLP: Zheng et al., "Mixing and Shifting: Exploiting Global and Local Dependencies in Vision MLPs"
+(arXiv 2202.06510). Parameter names follow the official ``models/ms_mlp.py`` so its released
+checkpoints (``*_ckpt_epoch299.pth``, state dict under ``model``) load without renaming.
+
+Layout: 4x4 patch embed + LayerNorm, four stages of mix-shift blocks at C, 2C, 4C, 8C channels with a
+2x2 stride-2 patch embed between stages, then average pool, LayerNorm and a linear head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn as nn
+
+from msmlp.models.layers import check_shift_form, roll_reference, roll_sliced
+from msmlp.models.registry import DeployConfig, register_model
+
+PAPER = "Zheng et al. 2022, arXiv 2202.06510"
+SHIFT_DIST = (-2, -1, 0, 1, 2)
+MIX_SIZE = ((1, 1, 3, 5, 7), (1, 3, 3, 5, 7), (1, 5, 5, 5, 7), (1, 7, 7, 7, 7))
+LN_EPS = 1e-6
+
+
+def chunk_sizes(channels: int, chunks: int) -> list[int]:
+    """Channel counts of ``torch.chunk(x, chunks, 1)``: ceil-sized chunks, the last one smaller."""
+    step = -(-channels // chunks)
+    sizes = [min(step, channels - i) for i in range(0, channels, step)]
+    return sizes
+
+
+class MixShiftBlock(nn.Module):
+    """Shift channel groups by different distances along W and H, mix each with a depthwise conv,
+    sum the two directions, then a channel MLP with layer scale and a residual."""
+
+    def __init__(
+        self,
+        dim: int,
+        mix_size: Sequence[int],
+        shift_dist: Sequence[int] = SHIFT_DIST,
+        mlp_ratio: float = 4.0,
+        layer_scale_init: float = 1e-6,
+        shift_form: str = "sliced",
+    ) -> None:
+        super().__init__()
+        if len(mix_size) != len(shift_dist):
+            raise ValueError(f"mix_size {tuple(mix_size)} and shift_dist {tuple(shift_dist)} differ in length")
+        self.shift_dist = tuple(shift_dist)
+        self.chunks = chunk_sizes(dim, len(shift_dist))
+        if len(self.chunks) != len(shift_dist):
+            raise ValueError(f"dim {dim} is too small to split into {len(shift_dist)} channel groups")
+        self.roll: Callable[[torch.Tensor, int, int], torch.Tensor] = (
+            roll_sliced if check_shift_form(shift_form) == "sliced" else roll_reference
+        )
+
+        def dwconvs() -> nn.ModuleList:
+            return nn.ModuleList(
+                nn.Conv2d(c, c, kernel_size=k, padding=k // 2, groups=c) for c, k in zip(self.chunks, mix_size)
+            )
+
+        self.dwconv_lr = dwconvs()  # shifted along W
+        self.dwconv_td = dwconvs()  # shifted along H
+        hidden = int(mlp_ratio * dim)
+        self.norm = nn.LayerNorm(dim, eps=LN_EPS)
+        self.pwconv1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.pwconv2 = nn.Linear(hidden, dim)
+        self.gamma = nn.Parameter(torch.full((dim,), layer_scale_init))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        groups = torch.split(x, self.chunks, 1)
+        lr = [conv(self.roll(g, s, 3)) for g, s, conv in zip(groups, self.shift_dist, self.dwconv_lr)]
+        td = [conv(self.roll(g, s, 2)) for g, s, conv in zip(groups, self.shift_dist, self.dwconv_td)]
+        y = (torch.cat(lr, 1) + torch.cat(td, 1)).permute(0, 2, 3, 1)
+        y = self.pwconv2(self.act(self.pwconv1(self.norm(y))))
+        return x + (self.gamma * y).permute(0, 3, 1, 2)
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping conv patchify followed by LayerNorm; N,C,H,W in and out."""
+
+    def __init__(self, in_chans: int, embed_dim: int, patch_size: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.norm = nn.LayerNorm(embed_dim, eps=LN_EPS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.proj(x).permute(0, 2, 3, 1)
+        return self.norm(x).permute(0, 3, 1, 2)
+
+
+class BasicLayer(nn.Module):
+    """One stage: blocks, then (except the last stage) a 2x2 patch embed that doubles channels."""
+
+    def __init__(self, dim: int, depth: int, mix_size: Sequence[int], downsample: bool, **block_kw) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(MixShiftBlock(dim, mix_size, **block_kw) for _ in range(depth))
+        self.downsample = PatchEmbed(dim, 2 * dim, 2) if downsample else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return self.downsample(x) if self.downsample is not None else x
+
+
+class MSMLP(nn.Module):
+    def __init__(
+        self,
+        embed_dim: int = 96,
+        depths: Sequence[int] = (3, 3, 9, 3),
+        mix_size: Sequence[Sequence[int]] = MIX_SIZE,
+        shift_dist: Sequence[int] = SHIFT_DIST,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        patch_size: int = 4,
+        mlp_ratio: float = 4.0,
+        layer_scale_init: float = 1e-6,
+        shift_form: str = "sliced",
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.num_features = embed_dim * 2 ** (len(depths) - 1)
+        self.patch_embed = PatchEmbed(in_chans, embed_dim, patch_size)
+        self.layers = nn.ModuleList(
+            BasicLayer(
+                embed_dim * 2**i,
+                depth,
+                mix_size[i],
+                downsample=i < len(depths) - 1,
+                shift_dist=shift_dist,
+                mlp_ratio=mlp_ratio,
+                layer_scale_init=layer_scale_init,
+                shift_form=shift_form,
+            )
+            for i, depth in enumerate(depths)
+        )
+        self.norm = nn.LayerNorm(self.num_features, eps=LN_EPS)
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.apply(_init_weights)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.norm(x.mean((2, 3)))
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official checkpoints already use our names; only drop training-time extras."""
+    return {k: v for k, v in state_dict.items() if not k.endswith(("attn_mask", "relative_position_index"))}
+
+
+def _cfg(**kw) -> DeployConfig:
+    return DeployConfig(family="msmlp", paper=PAPER, interpolation="bicubic", crop_pct=0.875, **kw)
+
+
+def _build(shift_form: str = "sliced", **kw) -> MSMLP:
+    return MSMLP(shift_form=shift_form, **kw)
+
+
+@register_model(_cfg())
+def msmlp_tiny(**kw) -> MSMLP:
+    """MS-MLP-Tiny: C=96, depths 3-3-9-3 (28M params)."""
+    return _build(**{"embed_dim": 96, "depths": (3, 3, 9, 3), **kw})
+
+
+@register_model(_cfg())
+def msmlp_small(**kw) -> MSMLP:
+    """MS-MLP-Small: C=96, depths 3-3-27-3 (50M params)."""
+    return _build(**{"embed_dim": 96, "depths": (3, 3, 27, 3), **kw})
+
+
+@register_model(_cfg())
+def msmlp_base(**kw) -> MSMLP:
+    """MS-MLP-Base: C=128, depths 3-3-27-3 (88M params)."""
+    return _build(**{"embed_dim": 128, "depths": (3, 3, 27, 3), **kw})
+
+
+@register_model(_cfg(input_size=(3, 64, 64), extra={"test_config": True}))
+def msmlp_micro(**kw) -> MSMLP:
+    """A small MS-MLP for fast tests: same block structure, C=20 (group sizes 4 each), one block per
+    stage, 64x64 input. Not a paper model."""
+    return _build(**{"embed_dim": 20, "depths": (1, 1, 1, 1), **kw})

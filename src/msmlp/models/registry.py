@@ -1,0 +1,127 @@
+"""Model registry: a model name is its builder, and each carries a deployment config.
+
+Export and runtime read the :class:`DeployConfig` instead of hard-coding input sizes or normalisation.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch.nn as nn
+
+from msmlp.errors import InputError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    """What a deployment needs to know about a model's input and output.
+
+    The spatial size is fixed by the architecture (token grids and layer shapes depend on it);
+    only the batch axis may vary, within ``min_batch``..``max_batch``.
+    """
+
+    input_size: tuple[int, int, int] = (3, 224, 224)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bicubic"
+    crop_pct: float = 0.875
+    num_classes: int = 1000
+    min_batch: int = 1
+    max_batch: int = 64
+    input_name: str = "input"
+    output_name: str = "logits"
+    family: str = ""
+    paper: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self.input_size[1], self.input_size[2]
+
+    def input_shape(self, batch: int) -> tuple[int, int, int, int]:
+        return (batch, *self.input_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DeployConfig:
+        data = dict(data)
+        for key in ("input_size", "mean", "std"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    builder: Callable[..., nn.Module]
+    config: DeployConfig
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(config: DeployConfig) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register a builder under its function name, with the deployment config the model carries."""
+
+    def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        name = builder.__name__
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} registered twice")
+        _REGISTRY[name] = ModelEntry(name, builder, config)
+        return builder
+
+    return wrap
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell-style pattern, e.g. ``list_models("msmlp*")``."""
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def _entry(name: str) -> ModelEntry:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}?" if close else f"known models: {', '.join(list_models())}"
+        raise InputError(f"unknown model {name!r}; {hint} (`msmlp models` lists them)") from None
+
+
+def get_config(name: str) -> DeployConfig:
+    """The deployment config of a registered model."""
+    return _entry(name).config
+
+
+def create_model(name: str, pretrained: str | None = None, **overrides: Any) -> nn.Module:
+    """Build a registered model in eval mode, optionally loading a checkpoint file.
+
+    ``pretrained`` is a path to a checkpoint (a plain state dict, or one under ``model`` or
+    ``state_dict``). ``overrides`` go to the builder (e.g. ``num_classes``).
+    """
+    entry = _entry(name)
+    model = entry.builder(**overrides)
+    model.deploy_config = entry.config if not overrides else _override_config(entry.config, overrides)
+    model.model_name = name
+    if pretrained is not None:
+        from msmlp.models.checkpoint import load_checkpoint
+
+        load_checkpoint(model, pretrained)
+    return model.eval()
+
+
+def _override_config(config: DeployConfig, overrides: dict[str, Any]) -> DeployConfig:
+    from dataclasses import replace
+
+    if "num_classes" in overrides:
+        return replace(config, num_classes=int(overrides["num_classes"]))
+    return config

@@ -1,0 +1,162 @@
+"""S2-MLPv2: Yu et al., "S2-MLPv2: Improved Spatial-Shift MLP Architecture for Vision" (arXiv 2108.01072).
+
+No official code was released. The configuration here reproduces the paper's table (Small/7 25.11M
+params, 6.90 GMACs; Medium/7 55.27M, 16.28 GMACs): a 7x7 patch embed to 32x32 tokens, blocks at C1,
+a 2x2 stride-2 conv to 16x16 tokens, blocks at C2, then LayerNorm, token mean and a linear head.
+Tokens are channels-last (N, H, W, C) throughout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from msmlp.models.layers import SHIFT1, SHIFT2, check_shift_form, edge_shift_reference, edge_shift_sliced
+from msmlp.models.registry import DeployConfig, register_model
+
+PAPER = "Yu et al. 2021, arXiv 2108.01072"
+LN_EPS = 1e-6
+
+
+class SplitAttention(nn.Module):
+    """ResNeSt-style attention over k branches: softmax across branches of an MLP of the pooled sum."""
+
+    def __init__(self, dim: int, branches: int = 3) -> None:
+        super().__init__()
+        self.branches = branches
+        self.fc1 = nn.Linear(dim, dim // 4, bias=False)
+        self.fc2 = nn.Linear(dim // 4, dim * branches, bias=False)
+
+    def forward(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
+        n, c = xs[0].shape[0], xs[0].shape[-1]
+        stacked = torch.stack(tuple(xs), 1)  # N, k, H, W, C
+        a = stacked.sum(1).mean((1, 2))  # N, C
+        w = self.fc2(F.gelu(self.fc1(a))).reshape(n, self.branches, c).softmax(1)
+        return (stacked * w[:, :, None, None, :]).sum(1)
+
+
+class S2Mix(nn.Module):
+    """Expand to three branches, shift two of them in transposed patterns, fuse by split attention."""
+
+    def __init__(self, dim: int, shift_form: str = "sliced") -> None:
+        super().__init__()
+        self.shift = edge_shift_sliced if check_shift_form(shift_form) == "sliced" else edge_shift_reference
+        self.proj_in = nn.Linear(dim, 3 * dim)
+        self.attn = SplitAttention(dim, 3)
+        self.proj_out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1, x2, x3 = self.proj_in(x).chunk(3, -1)
+        return self.proj_out(self.attn((self.shift(x1, SHIFT1), self.shift(x2, SHIFT2), x3)))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, ratio: float = 3.0) -> None:
+        super().__init__()
+        hidden = int(dim * ratio)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class S2Block(nn.Module):
+    def __init__(self, dim: int, mlp_ratio: float = 3.0, shift_form: str = "sliced") -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=LN_EPS)
+        self.mix = S2Mix(dim, shift_form)
+        self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
+        self.mlp = Mlp(dim, mlp_ratio)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.mix(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class Stage(nn.Module):
+    """Optional 2x2 stride-2 downsample (channels-last in and out), then blocks."""
+
+    def __init__(self, in_dim: int, dim: int, depth: int, downsample: bool, **block_kw) -> None:
+        super().__init__()
+        self.downsample = nn.Conv2d(in_dim, dim, kernel_size=2, stride=2) if downsample else None
+        self.blocks = nn.Sequential(*(S2Block(dim, **block_kw) for _ in range(depth)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.downsample is not None:
+            x = self.downsample(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return self.blocks(x)
+
+
+class S2MLPv2(nn.Module):
+    def __init__(
+        self,
+        dims: Sequence[int] = (192, 384),
+        depths: Sequence[int] = (4, 14),
+        patch_size: int = 7,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        mlp_ratio: float = 3.0,
+        shift_form: str = "sliced",
+    ) -> None:
+        super().__init__()
+        if len(dims) != len(depths):
+            raise ValueError(f"dims {tuple(dims)} and depths {tuple(depths)} differ in length")
+        self.num_classes = num_classes
+        self.num_features = dims[-1]
+        self.patch_embed = nn.Module()
+        self.patch_embed.proj = nn.Conv2d(in_chans, dims[0], kernel_size=patch_size, stride=patch_size)
+        self.stages = nn.ModuleList(
+            Stage(dims[max(i - 1, 0)], dims[i], depths[i], i > 0, mlp_ratio=mlp_ratio, shift_form=shift_form)
+            for i in range(len(dims))
+        )
+        self.norm = nn.LayerNorm(self.num_features, eps=LN_EPS)
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.apply(_init_weights)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed.proj(x).permute(0, 2, 3, 1)
+        for stage in self.stages:
+            x = stage(x)
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x.mean((1, 2))
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+def _cfg(**kw) -> DeployConfig:
+    return DeployConfig(family="s2mlpv2", paper=PAPER, interpolation="bicubic", crop_pct=0.875, **kw)
+
+
+@register_model(_cfg())
+def s2mlpv2_small(**kw) -> S2MLPv2:
+    """S2-MLPv2-Small/7: 4 blocks at 192 channels, 14 at 384 (25M params, 6.9 GMACs)."""
+    return S2MLPv2(**{"dims": (192, 384), "depths": (4, 14), **kw})
+
+
+@register_model(_cfg())
+def s2mlpv2_medium(**kw) -> S2MLPv2:
+    """S2-MLPv2-Medium/7: 7 blocks at 256 channels, 17 at 512 (55M params, 16.3 GMACs)."""
+    return S2MLPv2(**{"dims": (256, 512), "depths": (7, 17), **kw})
+
+
+@register_model(_cfg(input_size=(3, 112, 112), extra={"test_config": True}))
+def s2mlpv2_micro(**kw) -> S2MLPv2:
+    """A small S2-MLPv2 for fast tests: 32 and 64 channels, two blocks each, 112x112 input (16x16 then
+    8x8 tokens). Not a paper model."""
+    return S2MLPv2(**{"dims": (32, 64), "depths": (2, 2), **kw})

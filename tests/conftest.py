@@ -1,0 +1,60 @@
+"""Shared fixtures: the real photographs in ../shared/images, models with contributing weights, and
+skips for TensorRT / CUDA where they are absent."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+import msmlp
+from msmlp.models.weights import make_contributing
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+IMAGES = SHARED / "images"
+MICRO_MODELS = ["msmlp_micro", "s2mlpv2_micro"]
+FULL_MODELS = ["msmlp_tiny", "msmlp_small", "msmlp_base", "s2mlpv2_small", "s2mlpv2_medium"]
+
+
+def _cuda_reason() -> str | None:
+    return None if torch.cuda.is_available() else "no CUDA GPU on this machine"
+
+
+def _tensorrt_reason() -> str | None:
+    if importlib.util.find_spec("tensorrt") is None:
+        return "TensorRT is not installed (pip install 'msmlp[tensorrt]' on a machine with an NVIDIA GPU)"
+    try:
+        import tensorrt  # noqa: F401
+    except Exception as exc:  # the bindings without the library fail to import
+        return f"TensorRT is not importable: {exc}"
+    return _cuda_reason()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    reasons = {"gpu": _cuda_reason(), "tensorrt": _tensorrt_reason()}
+    for item in items:
+        for marker, reason in reasons.items():
+            if reason and marker in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session")
+def image_paths() -> list[Path]:
+    paths = sorted(IMAGES.glob("*.jpg"))
+    assert len(paths) == 5, f"expected the five photographs in {IMAGES}"
+    return paths
+
+
+def contributing_model(name: str, seed: int = 0, **kw) -> torch.nn.Module:
+    """A registered model whose every block contributes (see msmlp.models.weights)."""
+    return make_contributing(msmlp.create_model(name, **kw), seed=seed).eval()
+
+
+@pytest.fixture
+def tmp_out(tmp_path: Path) -> Path:
+    out = tmp_path / "out"
+    out.mkdir()
+    return out
