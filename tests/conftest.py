@@ -48,9 +48,15 @@ def image_paths() -> list[Path]:
     return paths
 
 
-def contributing_model(name: str, seed: int = 0, **kw) -> torch.nn.Module:
-    """A registered model whose every block contributes (see msmlp.models.weights)."""
-    return make_contributing(msmlp.create_model(name, **kw), seed=seed).eval()
+@pytest.fixture(scope="session")
+def contributing():
+    """Factory: ``contributing(name, seed=0, **overrides)`` gives a registered model in eval mode whose
+    every block contributes (see msmlp.models.weights); fresh MS-MLP weights would make parity vacuous."""
+
+    def build(name: str, seed: int = 0, **kw) -> torch.nn.Module:
+        return make_contributing(msmlp.create_model(name, **kw), seed=seed).eval()
+
+    return build
 
 
 @pytest.fixture

@@ -128,3 +128,13 @@ def augmented(images: Iterable[Image.Image], count: int, seed: int = 0) -> list[
                 img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         out.append(img)
     return out
+
+
+def builtin_images() -> list[Path]:
+    """The five sample photographs shipped with msmlp (public domain / CC0, see data/images/README.md).
+
+    The default for verification and calibration when the user gives no folder.
+    """
+    from importlib import resources
+
+    return list_images(Path(str(resources.files("msmlp.data").joinpath("images"))))
