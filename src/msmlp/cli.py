@@ -40,8 +40,12 @@ def build_parser(prog: str = "msmlp") -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)
-        p = sub.add_parser(name, help=module.HELP, description=module.__doc__,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            name,
+            help=module.HELP,
+            description=module.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
@@ -55,8 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def export_main(argv: Sequence[str] | None = None) -> int:
     """``msmlp-export ...``: the export command under the name users type."""
     module = importlib.import_module(COMMANDS["export"])
-    parser = argparse.ArgumentParser(prog="msmlp-export", description=module.__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="msmlp-export", description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"msmlp {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     module.add_arguments(parser)

@@ -25,14 +25,16 @@ def run(args: argparse.Namespace) -> int:
     for name in list_models(args.pattern):
         cfg = get_config(name)
         c = complexity(create_model(name), cfg.input_size)
-        rows.append({
-            "name": name,
-            "params_m": round(c.params_m, 2),
-            "gmacs": round(c.gmacs, 2),
-            "input": "x".join(map(str, cfg.input_size)),
-            "family": cfg.family,
-            "test_config": bool(cfg.extra.get("test_config")),
-        })
+        rows.append(
+            {
+                "name": name,
+                "params_m": round(c.params_m, 2),
+                "gmacs": round(c.gmacs, 2),
+                "input": "x".join(map(str, cfg.input_size)),
+                "family": cfg.family,
+                "test_config": bool(cfg.extra.get("test_config")),
+            }
+        )
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

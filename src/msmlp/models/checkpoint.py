@@ -44,7 +44,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
-def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+def check_state_dict(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint"
+) -> None:
     """Raise one error listing missing keys, unexpected keys and shape mismatches, if any."""
     own = model.state_dict()
     missing = [k for k in own if k not in state_dict]
@@ -58,7 +60,11 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], s
         return
     name = getattr(model, "model_name", type(model).__name__)
     parts = []
-    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
+    for label, items in (
+        ("missing keys", missing),
+        ("unexpected keys", unexpected),
+        ("shape mismatches", shapes),
+    ):
         if items:
             more = f" (+{len(items) - MAX_LISTED} more)" if len(items) > MAX_LISTED else ""
             parts.append(f"{len(items)} {label}: {', '.join(items[:MAX_LISTED])}{more}")
@@ -71,9 +77,6 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], s
 def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
     """Load a checkpoint file into ``model`` with no missing or unexpected keys."""
     state_dict = read_state_dict(path)
-    filter_fn = getattr(model, "checkpoint_filter_fn", None)
-    if filter_fn is not None:
-        state_dict = filter_fn(state_dict)
     check_state_dict(model, state_dict, source=f"checkpoint {str(path)!r}")
     model.load_state_dict(state_dict, strict=True)
     return model

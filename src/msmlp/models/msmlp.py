@@ -44,7 +44,9 @@ class MixShiftBlock(nn.Module):
     ) -> None:
         super().__init__()
         if len(mix_size) != len(shift_dist):
-            raise ValueError(f"mix_size {tuple(mix_size)} and shift_dist {tuple(shift_dist)} differ in length")
+            raise ValueError(
+                f"mix_size {tuple(mix_size)} and shift_dist {tuple(shift_dist)} differ in length"
+            )
         self.shift_dist = tuple(shift_dist)
         self.chunks = chunk_sizes(dim, len(shift_dist))
         if len(self.chunks) != len(shift_dist):
@@ -55,7 +57,8 @@ class MixShiftBlock(nn.Module):
 
         def dwconvs() -> nn.ModuleList:
             return nn.ModuleList(
-                nn.Conv2d(c, c, kernel_size=k, padding=k // 2, groups=c) for c, k in zip(self.chunks, mix_size)
+                nn.Conv2d(c, c, kernel_size=k, padding=k // 2, groups=c)
+                for c, k in zip(self.chunks, mix_size)
             )
 
         self.dwconv_lr = dwconvs()  # shifted along W
@@ -159,9 +162,8 @@ def _init_weights(m: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Official checkpoints already use our names; only drop training-time extras."""
-    return {k: v for k, v in state_dict.items() if not k.endswith(("attn_mask", "relative_position_index"))}
+# Checkpoint adaptation: none needed. Parameter names above are the official ones, so a released
+# checkpoint's state dict (under "model") loads strictly as it is; see msmlp.models.checkpoint.
 
 
 def _cfg(**kw) -> DeployConfig:

@@ -92,7 +92,9 @@ def _entry(name: str) -> ModelEntry:
     try:
         return _REGISTRY[name]
     except KeyError:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
+        normal = {n.lower().replace("-", "_").replace("/", "_"): n for n in _REGISTRY}
+        key = name.lower().replace("-", "_").replace("/", "_")
+        close = [normal[k] for k in difflib.get_close_matches(key, list(normal), n=3, cutoff=0.5)]
         hint = f"did you mean {', '.join(close)}?" if close else f"known models: {', '.join(list_models())}"
         raise InputError(f"unknown model {name!r}; {hint} (`msmlp models` lists them)") from None
 
