@@ -70,13 +70,14 @@ def export_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _execute(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    # Our logger speaks at INFO (DEBUG with -v); other libraries only from WARNING, to keep the
+    # terminal to msmlp's own progress lines.
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.WARNING,
         format="%(message)s" if not args.verbose else "%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("modelopt", "onnxslim", "root"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("msmlp").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return int(args._run(args) or 0)
     except MsmlpError as exc:
