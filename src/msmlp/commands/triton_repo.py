@@ -1,17 +1,74 @@
-"""(being written)"""
+"""Write a Triton Inference Server model repository for an exported model.
+
+Creates <repo>/<name>/config.pbtxt and <repo>/<name>/<version>/model.onnx (platform onnxruntime_onnx)
+or model.plan (tensorrt_plan). max_batch_size is the batch profile's maximum from the export metadata
+(or --max-batch, which may not exceed it); dynamic batching uses the preferred sizes and queue delay
+given. The config is built with Triton's own schema (from tritonclient) and re-read to validate it.
+
+Example:
+  msmlp triton-repo --onnx out/model.onnx --repo models --preferred 4,8 --kind cpu
+  tritonserver --model-repository models
+"""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "(being written)"
+HELP = "write a Triton model repository (config.pbtxt + versioned model) for an ONNX file or plan"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    pass
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--onnx", metavar="PATH", help="exported ONNX model (metadata read from it / model.json)"
+    )
+    src.add_argument("--engine", metavar="PATH", help="TensorRT plan (with its <plan>.json sidecar)")
+    p.add_argument("--repo", required=True, metavar="DIR", help="model repository folder (created if needed)")
+    p.add_argument("--name", help="model name in the repository (default: the exported model's name)")
+    p.add_argument("--version", type=int, default=1, help="version folder number (default: 1)")
+    p.add_argument("--max-batch", type=int, metavar="N", help="max_batch_size (default: the profile's max)")
+    p.add_argument("--preferred", metavar="N,N", help="preferred batch sizes, e.g. 4,8 (default: opt,max)")
+    p.add_argument(
+        "--queue-delay-us",
+        type=int,
+        default=100,
+        metavar="US",
+        help="max_queue_delay_microseconds for dynamic batching (default: 100)",
+    )
+    p.add_argument("--instances", type=int, default=1, metavar="N", help="instances per group (default: 1)")
+    p.add_argument("--kind", choices=["gpu", "cpu"], default="gpu", help="instance kind (default: gpu)")
+
+
+def parse_int_list(text: str | None, option: str) -> list[int] | None:
+    """'4,8' -> [4, 8]; a clear error quoting the bad value."""
+    from msmlp.errors import InputError
+
+    if text is None:
+        return None
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or any(v < 1 for v in values):
+        raise InputError(f"{option} {text!r} must be positive integers separated by commas, e.g. 1,2,4,8")
+    return values
 
 
 def run(args: argparse.Namespace) -> int:
-    from msmlp.errors import MsmlpError
+    from msmlp.export.triton import write_repository
 
-    raise MsmlpError("this command is not implemented yet")
+    model_dir = write_repository(
+        args.repo,
+        onnx=args.onnx,
+        engine=args.engine,
+        name=args.name,
+        version=args.version,
+        max_batch=args.max_batch,
+        preferred=parse_int_list(args.preferred, "--preferred"),
+        queue_delay_us=args.queue_delay_us,
+        instances=args.instances,
+        kind=args.kind,
+    )
+    print(f"Triton model repository written and validated: {model_dir}")
+    print((model_dir / "config.pbtxt").read_text(encoding="utf-8").rstrip())
+    return 0
