@@ -3,6 +3,12 @@ skips for TensorRT / CUDA where they are absent."""
 
 from __future__ import annotations
 
+import os
+
+# Idle OpenMP threads sleep instead of spinning: on 2 shared cores a spinning pool in one library
+# starves the other (eager PyTorch went from ~175 ms to over a second beside ONNX Runtime).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import importlib.util
 from pathlib import Path
 
