@@ -1,0 +1,184 @@
+"""The comparator on known arrays, the tolerances, and verification end to end on the micro models."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import msmlp
+from msmlp.errors import InputError, VerificationError
+from msmlp.export.onnx import export_onnx
+from msmlp.runtime.base import Backend
+from msmlp.runtime.ort import OnnxRuntimeBackend
+from msmlp.runtime.torch_backend import TorchBackend
+from msmlp.verify import TOLERANCES, compare, format_cosine, verify
+
+# ----------------------------------------------------------------------------------- compare()
+
+
+def test_compare_identical_logits():
+    ref = np.random.default_rng(0).standard_normal((4, 1000))
+    s = compare(ref, ref.copy())
+    assert (s.max_abs, s.mean_abs, s.max_rel, s.mean_rel) == (0.0, 0.0, 0.0, 0.0)
+    assert s.cosine == pytest.approx(1.0) and s.top1 == 1.0 and s.top5 == 1.0 and s.samples == 4
+
+
+def test_compare_known_values():
+    ref = np.array([[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 10.0]])  # range 10
+    out = ref.copy()
+    out[0, 0] += 0.5
+    s = compare(ref, out)
+    assert s.max_abs == pytest.approx(0.5)
+    assert s.mean_abs == pytest.approx(0.5 / 7)
+    assert s.max_rel == pytest.approx(0.05)  # 0.5 / (10 - 0)
+    # ref . ref = 155 and ref[0] = 0, so ref . out = 155 and out . out = 155 + 0.5**2
+    assert s.cosine == pytest.approx(155.0 / math.sqrt(155.0 * 155.25))
+    assert s.top1 == 1.0 and s.top5 == 1.0
+
+
+def test_compare_counts_top1_and_top5_disagreement():
+    ref = np.array([[9.0, 8.0, 7.0, 6.0, 5.0, 0.0, 0.0], [9.0, 8.0, 7.0, 6.0, 5.0, 0.0, 0.0]])
+    out = ref.copy()
+    out[0, [0, 1]] = out[0, [1, 0]]  # row 0: top-1 swapped, same top-5 set
+    out[1, 6] = 20.0  # row 1: a new class on top, pushing one of the five out
+    s = compare(ref, out)
+    assert s.top1 == 0.0
+    assert s.top5 == pytest.approx((1.0 + 0.8) / 2)
+
+
+def test_nan_rows_fail_every_tolerance():
+    ref = np.random.default_rng(1).standard_normal((3, 1000))
+    out = ref.copy()
+    out[1, 5] = np.nan
+    s = compare(ref, out)
+    assert math.isinf(s.max_abs) and s.cosine == -1.0 and s.top1 == pytest.approx(2 / 3)
+    assert TOLERANCES["int8"].failures(s)
+
+
+def test_cosine_is_printed_so_that_tiny_deficits_stay_visible():
+    assert format_cosine(1 - 1.5e-13) == "1-1.5e-13"
+    assert format_cosine(0.9997254) == "0.9997254" and format_cosine(1.0) == "1.0000000"
+
+
+def test_compare_refuses_mismatched_shapes():
+    with pytest.raises(
+        InputError, match=r"cannot compare logits of shape \(2, 10\) with reference shape \(2, 1000\)"
+    ):
+        compare(np.zeros((2, 1000)), np.zeros((2, 10)))
+
+
+def test_tolerances_per_precision():
+    ref = np.random.default_rng(2).standard_normal((8, 1000)) * 3
+    noisy = ref + np.random.default_rng(3).standard_normal(ref.shape) * 0.01  # rel ~1e-3, cosine ~0.99999
+    s = compare(ref, noisy)
+    assert any("max rel error" in f for f in TOLERANCES["fp32"].failures(s))
+    assert TOLERANCES["fp16"].failures(s) == [] and TOLERANCES["int8"].failures(s) == []
+    very_noisy = compare(ref, ref + np.random.default_rng(4).standard_normal(ref.shape) * 0.3)
+    assert any(f.startswith("cosine") for f in TOLERANCES["fp16"].failures(very_noisy))
+
+
+# ------------------------------------------------------------------------------------ verify()
+
+
+class NoisyBackend(Backend):
+    """PyTorch plus Gaussian noise of a given size relative to each sample's logit range."""
+
+    name = "noisy"
+
+    def __init__(self, inner: TorchBackend, scale: float) -> None:
+        super().__init__()
+        self.inner, self.scale = inner, scale
+        self.rng = np.random.default_rng(0)
+
+    def _load(self) -> None:
+        self.inner.load()
+        self.input_name, self.output_name = self.inner.input_name, self.inner.output_name
+        self.input_shape, self.batch_range = self.inner.input_shape, self.inner.batch_range
+
+    def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = self.inner.infer(feed)[self.output_name]
+        span = np.ptp(out, axis=1, keepdims=True)
+        return {
+            self.output_name: out + self.rng.standard_normal(out.shape).astype(np.float32) * span * self.scale
+        }
+
+
+@pytest.fixture(scope="module")
+def s2_graph(tmp_path_factory, contributing) -> Path:
+    name = "s2mlpv2_micro"
+    return export_onnx(
+        contributing(name), tmp_path_factory.mktemp("v") / "model.onnx", config=msmlp.get_config(name)
+    )
+
+
+@pytest.mark.parametrize("name", ["msmlp_micro", "s2mlpv2_micro"])
+def test_verify_onnx_runtime_against_pytorch(contributing, image_paths, tmp_path, name):
+    model = contributing(name)
+    path = export_onnx(model, tmp_path / "model.onnx", config=msmlp.get_config(name))
+    report_path = tmp_path / "verify_fp32.json"
+    with TorchBackend(model) as ref, OnnxRuntimeBackend(path) as cand:
+        report = verify(ref, cand, image_paths, "fp32", (1, 8), report_path=report_path)
+    assert report.passed
+    by_batch = {r.batch_size: r for r in report.results}
+    assert (by_batch[1].batches, by_batch[1].originals, by_batch[1].views) == (5, 5, 0)
+    assert (by_batch[8].batches, by_batch[8].originals, by_batch[8].views) == (1, 5, 3)
+    assert all(
+        r.stats.max_rel <= 1e-4 and r.stats.cosine >= 0.99999 and r.stats.top1 == 1.0 for r in report.results
+    )
+    data = json.loads(report_path.read_text())
+    assert data["passed"] and data["images"] == [p.name for p in image_paths]
+    assert data["results"][1]["augmented_views"] == 3 and "range" in data["definitions"]["rel_error"]
+    assert data["candidate"]["backend"] == "onnxruntime" and data["reference"]["backend"] == "pytorch"
+    table = report.table()
+    assert table.count(" ok") == 2 and "8 (3 aug)" in table
+
+
+def test_verify_fails_on_other_weights_after_writing_the_report(
+    contributing, image_paths, s2_graph, tmp_path
+):
+    report_path = tmp_path / "report.json"
+    failed = r"fp32 parity check failed .*batch 1: .*report: .*report.json"
+    with (
+        TorchBackend(contributing("s2mlpv2_micro", seed=1)) as ref,
+        OnnxRuntimeBackend(s2_graph) as cand,
+        pytest.raises(VerificationError, match=failed) as info,
+    ):
+        verify(ref, cand, image_paths[:2], "fp32", (1,), report_path=report_path)
+    assert info.value.exit_code == 3
+    data = json.loads(report_path.read_text())
+    assert data["passed"] is False and data["results"][0]["failures"]
+
+
+def test_reduced_precision_tolerances_through_verify(contributing, image_paths):
+    model = contributing("s2mlpv2_micro")
+    small, large = NoisyBackend(TorchBackend(model), 1e-3), NoisyBackend(TorchBackend(model), 0.2)
+    with TorchBackend(model) as ref:
+        assert not verify(ref, small, image_paths, "fp32", (1, 8), raise_on_failure=False).passed
+        assert verify(ref, small, image_paths, "fp16", (1, 8)).passed
+        with pytest.raises(VerificationError, match="fp16 parity check failed .*cosine"):
+            verify(ref, large, image_paths, "fp16", (8,))
+
+
+def test_verify_rejects_bad_requests(contributing, image_paths, s2_graph):
+    with TorchBackend(contributing("s2mlpv2_micro")) as ref, OnnxRuntimeBackend(s2_graph) as cand:
+        with pytest.raises(
+            InputError, match=r"batch sizes \[128\] are outside the candidate's batch range 1\.\.64"
+        ):
+            verify(ref, cand, image_paths, "fp32", (1, 128))
+        with pytest.raises(InputError, match="precision 'bf8' is not one of fp32, fp16, int8"):
+            verify(ref, cand, image_paths, "bf8")
+        with pytest.raises(InputError, match="at least one image"):
+            verify(ref, cand, [], "fp32")
+
+
+def test_verify_accepts_pil_images_and_greyscale(contributing, image_paths, s2_graph):
+    from PIL import Image
+
+    grey = Image.open(image_paths[0]).convert("L")
+    with TorchBackend(contributing("s2mlpv2_micro")) as ref, OnnxRuntimeBackend(s2_graph) as cand:
+        report = verify(ref, cand, [grey, image_paths[0]], "fp32", (1,))
+    assert report.passed and report.images == ["image 0", image_paths[0].name]
