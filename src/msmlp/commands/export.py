@@ -89,7 +89,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    show_progress(args)
     from msmlp.export.pipeline import ExportOptions, parse_batch, run_export
     from msmlp.verify import format_cosine
 
@@ -127,11 +126,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"{path.name:<22} {path.stat().st_size / 1e6:>8.1f}  {verdict}")
     print(f"written to {result.out}/ (model.json has the metadata, verify_*.json the parity reports)")
     return 0
-
-
-def show_progress(args: argparse.Namespace) -> None:
-    """Step lines are INFO on the ``msmlp`` logger; cli.py lowers the root logger (which ``msmlp``
-    inherits from) to WARNING to quiet other libraries, so set ours explicitly."""
-    import logging
-
-    logging.getLogger("msmlp").setLevel(logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)

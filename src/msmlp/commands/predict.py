@@ -33,7 +33,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    show_progress(args)
     from msmlp.errors import InputError
     from msmlp.runtime.postprocess import topk
     from msmlp.runtime.preprocess import load_image, preprocess
@@ -138,11 +137,3 @@ def run_chunks(backend: Any, inputs: Any) -> Any:
         padded = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)]) if pad else chunk
         outs.append(backend(padded)[: len(chunk)])
     return np.concatenate(outs)
-
-
-def show_progress(args: argparse.Namespace) -> None:
-    """Step lines are INFO on the ``msmlp`` logger; cli.py lowers the root logger (which ``msmlp``
-    inherits from) to WARNING to quiet other libraries, so set ours explicitly."""
-    import logging
-
-    logging.getLogger("msmlp").setLevel(logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)

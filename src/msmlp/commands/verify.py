@@ -49,7 +49,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    show_progress(args)
     from msmlp.models.registry import get_config
     from msmlp.runtime.ort import OnnxRuntimeBackend
     from msmlp.runtime.preprocess import builtin_images, list_images
@@ -146,11 +145,3 @@ def held_out(images: list[Path], metadata: dict[str, Any], onnx_name: str) -> tu
             "every verification image was used to calibrate this INT8 graph; pass --images DIR with others"
         )
     return kept, f"INT8 held-out: {len(images) - len(kept)} calibration image(s) left out"
-
-
-def show_progress(args: argparse.Namespace) -> None:
-    """Step lines are INFO on the ``msmlp`` logger; cli.py lowers the root logger (which ``msmlp``
-    inherits from) to WARNING to quiet other libraries, so set ours explicitly."""
-    import logging
-
-    logging.getLogger("msmlp").setLevel(logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
