@@ -126,11 +126,14 @@ def build_engine(
     timing_cache: Path | None = None,
     plugins: Sequence[Path] = (),
     metadata: dict | None = None,
+    tf32: bool = False,
 ) -> dict:
     """Build a TensorRT plan from ``onnx_path``; write it and its sidecar atomically; return the metadata.
 
     ``batch`` is the optimisation profile (min, opt, max); ``input_shape`` the per-image shape (C,H,W),
     or the full shape with the batch as -1. ``metadata`` (model, precision, ...) goes into the sidecar.
+    ``tf32`` lets FP32 GEMMs and convolutions use TF32 tensor cores; it is off by default because TF32
+    keeps 10 mantissa bits and an FP32 engine would then miss the FP32 parity tolerance.
     """
     onnx_path, plan_path = Path(onnx_path), Path(plan_path)
     sample = check_build_args(onnx_path, batch, input_shape, workspace_gib, opt_level, plugins)
@@ -141,7 +144,7 @@ def build_engine(
 
     shapes = [(b, *sample) for b in batch]
     start = time.perf_counter()
-    plan = _build_plan(trt, onnx_path, input_name, shapes, workspace_gib, opt_level, timing_cache, plugins)
+    plan = _build_plan(trt, onnx_path, input_name, shapes, workspace_gib, opt_level, timing_cache, plugins, tf32)
     seconds = time.perf_counter() - start
     _write_atomic(plan_path, plan)
     meta = {
@@ -154,6 +157,7 @@ def build_engine(
             "opt": list(shapes[1]),
             "max": list(shapes[2]),
         },
+        "tf32": tf32,
         "onnx": onnx_path.name,
         "onnx_sha256": file_sha256(onnx_path),
         "plugins": [str(Path(p).resolve()) for p in plugins],
@@ -175,6 +179,7 @@ def _build_plan(
     opt_level: int,
     timing_cache: Path | None,
     plugins: Sequence[Path],
+    tf32: bool = False,
 ) -> bytes:
     """Parse into a strongly typed network, configure the builder, build; save the timing cache."""
     log = trt_logger(trt)
@@ -187,6 +192,8 @@ def _build_plan(
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
     config.builder_optimization_level = opt_level
+    if not tf32:  # TF32 is on by default in TensorRT; FP32 tensors then lose 13 mantissa bits in GEMMs
+        config.clear_flag(trt.BuilderFlag.TF32)
     profile = builder.create_optimization_profile()
     profile.set_shape(input_name, shapes[0], shapes[1], shapes[2])
     config.add_optimization_profile(profile)
