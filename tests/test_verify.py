@@ -50,6 +50,34 @@ def test_compare_counts_top1_and_top5_disagreement():
     assert s.top5 == pytest.approx((1.0 + 0.8) / 2)
 
 
+def test_near_tie_swaps_are_reported_but_not_held_against_top1():
+    # range 10: row 0 leads by 0.05 (0.5% of the range, a near tie), row 1 by 2.0 (decisive)
+    ref = np.array([[9.0, 8.95, 5.0, 3.0, 2.0, 1.0, -1.0], [9.0, 7.0, 5.0, 3.0, 2.0, 1.0, -1.0]])
+    out = ref.copy()
+    out[0, [0, 1]] = out[0, [1, 0]]  # the near tie swaps
+    s = compare(ref, out)
+    assert s.top1 == 0.5 and s.near_ties == 1 and s.top1_decisive == 1.0
+    assert not TOLERANCES["int8"].failures(s)
+
+
+def test_decisive_swaps_still_fail_the_top1_tolerance():
+    ref = np.array([[9.0, 7.0, 5.0, 3.0, 2.0, 1.0, -1.0]] * 4)
+    out = ref.copy()
+    out[0, [0, 1]] = out[0, [1, 0]]  # a 2.0 lead (20% of the range) lost: a real error
+    s = compare(ref, out)
+    assert s.near_ties == 0 and s.top1_decisive == 0.75
+    assert any("top-1 agreement 75.0%" in f for f in TOLERANCES["int8"].failures(s))
+
+
+def test_all_near_ties_fall_back_to_raw_top1():
+    ref = np.array([[9.0, 8.99, 0.0], [9.0, 8.99, 0.0]])
+    out = ref.copy()
+    out[:, [0, 1]] = out[:, [1, 0]]
+    s = compare(ref, out)
+    assert s.near_ties == 2 and s.top1_decisive == s.top1 == 0.0
+    assert TOLERANCES["int8"].failures(s)
+
+
 def test_nan_rows_fail_every_tolerance():
     ref = np.random.default_rng(1).standard_normal((3, 1000))
     out = ref.copy()
