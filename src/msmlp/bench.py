@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from msmlp.errors import InputError
+from msmlp.fileio import atomic_path
 from msmlp.log import logger
 from msmlp.runtime.base import Backend
 
@@ -545,7 +546,6 @@ def format_profile(profile: dict[str, Any]) -> str:
 
 def write_report(report: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
     """``bench.json`` and ``bench.png`` in ``out_dir`` (each written to a temp file, then renamed)."""
-    import tempfile
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -554,13 +554,8 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> tuple[Path, Pat
         (json_path, lambda p: p.write_text(json.dumps(report, indent=2) + "\n")),
         (png_path, lambda p: plot_report(report, p)),
     ):
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=out)
-        os.close(fd)
-        try:
-            write(Path(tmp))
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        with atomic_path(path) as tmp:
+            write(tmp)
     return json_path, png_path
 
 

@@ -373,7 +373,7 @@ def _label(info: dict[str, Any]) -> str:
 
 def write_report(report: VerifyReport, path: str | Path) -> Path:
     """Write the JSON report atomically."""
-    from msmlp.export.onnx import atomic_path
+    from msmlp.fileio import atomic_path
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

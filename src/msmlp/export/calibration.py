@@ -13,13 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from msmlp.errors import InputError
+from msmlp.fileio import atomic_path, write_text_atomic
 from msmlp.log import logger
 from msmlp.models.registry import DeployConfig
 from msmlp.runtime.preprocess import augmented, load_image, preprocess
@@ -180,17 +180,8 @@ def _load_cache(cache: Path, key: str, shape: tuple[int, ...]) -> np.ndarray | N
 
 def _save_cache(cache: Path, batch: np.ndarray, key: str, summary: dict) -> None:
     """Old sidecar out, array in, then the sidecar that vouches for it; each replaced atomically."""
-    cache.parent.mkdir(parents=True, exist_ok=True)
     side = _sidecar(cache)
-    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-    side_tmp = side.with_name(f".{side.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            np.save(fh, batch, allow_pickle=False)
-        side.unlink(missing_ok=True)
-        os.replace(tmp, cache)
-        side_tmp.write_text(json.dumps({"key": key, "shape": list(batch.shape), **summary}, indent=2))
-        os.replace(side_tmp, side)
-    finally:
-        tmp.unlink(missing_ok=True)
-        side_tmp.unlink(missing_ok=True)
+    side.unlink(missing_ok=True)
+    with atomic_path(cache) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, batch, allow_pickle=False)
+    write_text_atomic(side, json.dumps({"key": key, "shape": list(batch.shape), **summary}, indent=2))

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from msmlp.errors import EngineError, ExportError, InputError, MissingDependencyError
+from msmlp.fileio import write_bytes_atomic
 from msmlp.log import logger
 
 TRT_INSTALL = "pip install 'msmlp[tensorrt]' (TensorRT and cuda-python; needs an NVIDIA GPU and driver)"
@@ -144,7 +144,9 @@ def build_engine(
 
     shapes = [(b, *sample) for b in batch]
     start = time.perf_counter()
-    plan = _build_plan(trt, onnx_path, input_name, shapes, workspace_gib, opt_level, timing_cache, plugins, tf32)
+    plan = _build_plan(
+        trt, onnx_path, input_name, shapes, workspace_gib, opt_level, timing_cache, plugins, tf32
+    )
     seconds = time.perf_counter() - start
     _write_atomic(plan_path, plan)
     meta = {
@@ -437,12 +439,7 @@ def read_plan_metadata(plan_path: Path) -> dict:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        write_bytes_atomic(path, data)
     except OSError as exc:
         raise ExportError(f"cannot write {path}: {exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)

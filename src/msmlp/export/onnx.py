@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
-import tempfile
 import warnings
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -27,6 +25,7 @@ import torch.nn as nn
 
 from msmlp.errors import ExportError, InputError
 from msmlp.export.check import op_counts
+from msmlp.fileio import atomic_path
 from msmlp.log import logger
 from msmlp.models.registry import DeployConfig
 
@@ -372,26 +371,6 @@ def save_onnx(graph: onnx.ModelProto, path: str | Path) -> Path:
         "weights are %.1f GB, over the 2 GB protobuf limit: stored in %s", graph.ByteSize() / 1e9, data_name
     )
     return path
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success move it into place, on failure delete it."""
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give what open() would
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 @contextmanager

@@ -24,7 +24,8 @@ import torch.nn as nn
 
 from msmlp.errors import ExportError, InputError, MsmlpError
 from msmlp.export.check import CheckReport, check_graph
-from msmlp.export.onnx import DEFAULT_OPSET, atomic_path, check_batch, check_opset, export_onnx
+from msmlp.export.onnx import DEFAULT_OPSET, check_batch, check_opset, export_onnx
+from msmlp.fileio import atomic_path
 from msmlp.log import logger
 from msmlp.models.registry import DeployConfig
 from msmlp.runtime.ort import file_sha256

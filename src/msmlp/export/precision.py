@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import re
 import tempfile
 import time
@@ -28,6 +27,7 @@ import numpy as np
 import onnx
 
 from msmlp.errors import ExportError, InputError, require
+from msmlp.fileio import atomic_path
 from msmlp.log import logger
 
 FP16_KEEP_FP32_OPS: tuple[str, ...] = ("LayerNormalization",)
@@ -200,15 +200,11 @@ def save_model_atomic(model: onnx.ModelProto, dst: Path) -> None:
     dst = Path(dst)
     if model.ByteSize() > _PROTOBUF_LIMIT:
         raise ExportError(f"the graph for {dst} is over protobuf's 2 GiB limit; no msmlp model is that large")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
     try:
-        onnx.save_model(model, str(tmp))
-        os.replace(tmp, dst)
+        with atomic_path(dst) as tmp:
+            onnx.save_model(model, str(tmp))
     except OSError as exc:
         raise ExportError(f"cannot write {dst}: {exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def precision_summary(model: onnx.ModelProto) -> dict:

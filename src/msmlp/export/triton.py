@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -29,6 +27,7 @@ from types import ModuleType
 from typing import Any
 
 from msmlp.errors import InputError, MissingDependencyError
+from msmlp.fileio import atomic_path, write_text_atomic
 from msmlp.log import logger
 
 PLATFORMS = {"onnx": ("onnxruntime_onnx", "model.onnx"), "plan": ("tensorrt_plan", "model.plan")}
@@ -481,30 +480,13 @@ def _write_files(art: Artifact, model_dir: Path, version: int, text: str, with_l
     if with_labels:
         from msmlp.runtime.postprocess import imagenet_classes
 
-        _write_atomic(model_dir / "labels.txt", "\n".join(imagenet_classes()) + "\n")
-    _write_atomic(model_dir / "config.pbtxt", text)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        write_text_atomic(model_dir / "labels.txt", "\n".join(imagenet_classes()) + "\n")
+    write_text_atomic(model_dir / "config.pbtxt", text)
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", dir=dst.parent)
-    os.close(fd)
-    try:
+    with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # -- validation --------------------------------------------------------------------------------------
