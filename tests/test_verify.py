@@ -210,3 +210,11 @@ def test_verify_accepts_pil_images_and_greyscale(contributing, image_paths, s2_g
     with TorchBackend(contributing("s2mlpv2_micro")) as ref, OnnxRuntimeBackend(s2_graph) as cand:
         report = verify(ref, cand, [grey, image_paths[0]], "fp32", (1,))
     assert report.passed and report.images == ["image 0", image_paths[0].name]
+
+
+def test_summary_line_explains_top1_when_near_ties_were_set_aside():
+    from msmlp.verify import format_top1
+
+    assert format_top1({"top1": 1.0, "top1_decisive": 1.0, "near_ties": 0}) == "top-1 100%"
+    text = format_top1({"top1": 0.625, "top1_decisive": 1.0, "near_ties": 5})
+    assert text == "top-1 62% (100% of decisive samples; 5 near ties)"

@@ -303,6 +303,14 @@ def verify(
     return report
 
 
+def format_top1(summary: dict[str, Any]) -> str:
+    """Raw top-1, and when near ties were set aside, the figure the tolerance checked."""
+    text = f"top-1 {summary['top1']:.0%}"
+    if summary.get("near_ties"):
+        text += f" ({summary['top1_decisive']:.0%} of decisive samples; {summary['near_ties']} near ties)"
+    return text
+
+
 def format_cosine(value: float) -> str:
     """``0.9997254``, or ``1-1.5e-13`` when seven decimals would round the difference away."""
     return f"1-{1 - value:.1e}" if 1 - 5e-8 < value < 1 else f"{value:.7f}"

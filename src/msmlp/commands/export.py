@@ -90,7 +90,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from msmlp.export.pipeline import ExportOptions, parse_batch, run_export
-    from msmlp.verify import format_cosine
+    from msmlp.verify import format_cosine, format_top1
 
     options = ExportOptions(
         model=args.model,
@@ -120,9 +120,7 @@ def run(args: argparse.Namespace) -> int:
         if report is not None:
             s = report.summary()
             cosine = format_cosine(s["cosine"])
-            verdict = (
-                f"{s['precision']} ok: cosine {cosine}, max rel {s['max_rel']:.1e}, top-1 {s['top1']:.0%}"
-            )
+            verdict = f"{s['precision']} ok: cosine {cosine}, max rel {s['max_rel']:.1e}, {format_top1(s)}"
         print(f"{path.name:<22} {path.stat().st_size / 1e6:>8.1f}  {verdict}")
     print(f"written to {result.out}/ (model.json has the metadata, verify_*.json the parity reports)")
     return 0

@@ -29,7 +29,7 @@ from msmlp.fileio import atomic_path
 from msmlp.log import logger
 from msmlp.models.registry import DeployConfig
 from msmlp.runtime.ort import file_sha256
-from msmlp.verify import VerifyReport, format_cosine
+from msmlp.verify import VerifyReport, format_cosine, format_top1
 
 FORMAT = "msmlp-export/1"
 CALIB_METHODS = ("max", "entropy")
@@ -568,7 +568,7 @@ def versions() -> dict[str, str]:
 def _verdict(report: VerifyReport) -> str:
     s = report.summary()
     state = "passed" if s["passed"] else "FAILED"
-    return f"{state}: cosine {format_cosine(s['cosine'])}, max rel {s['max_rel']:.2e}, top-1 {s['top1']:.0%}"
+    return f"{state}: cosine {format_cosine(s['cosine'])}, max rel {s['max_rel']:.2e}, {format_top1(s)}"
 
 
 def _profile(batch: Sequence[int] | None) -> str:
