@@ -9,14 +9,20 @@ import sys
 
 def run_cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess[str]:
     code = "import sys; from msmlp.cli import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_models_table_lists_sizes():
     r = run_cli("models")
     assert r.returncode == 0, r.stderr
     lines = {line.split()[0]: line for line in r.stdout.splitlines()[1:]}
-    assert "28.66M" in lines["msmlp_tiny"] and "4.44" in lines["msmlp_tiny"] and "3x224x224" in lines["msmlp_tiny"]
+    assert (
+        "28.66M" in lines["msmlp_tiny"]
+        and "4.44" in lines["msmlp_tiny"]
+        and "3x224x224" in lines["msmlp_tiny"]
+    )
     assert "25.11M" in lines["s2mlpv2_small"] and "6.90" in lines["s2mlpv2_small"]
     assert "small test configuration" in lines["msmlp_micro"]
 

@@ -193,7 +193,7 @@ def test_cli_build_without_tensorrt_prints_one_line(
     assert len(err) == 1 and err[0].startswith("msmlp: error: cannot build a TensorRT engine")
     assert "pip install" in err[0] and "Traceback" not in err[0]
     assert cli_main(["build", str(micro_onnx), "--batch", "8,4"]) == 2
-    assert "--batch '8,4' must be MIN,OPT,MAX" in capsys.readouterr().err
+    assert "--batch '8,4' is invalid; expected MIN,OPT,MAX" in capsys.readouterr().err
 
 
 # -- builds (TensorRT and a GPU) ------------------------------------------------------------------------

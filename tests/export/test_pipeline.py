@@ -21,7 +21,6 @@ from msmlp.export.pipeline import (
     ExportOptions,
     default_batch,
     int8_image_split,
-    parse_batch,
     run_export,
     verify_batch_sizes,
 )
@@ -157,7 +156,10 @@ def test_options_are_checked_before_any_work(tmp_path, options, message):
 
 
 def test_batch_profile_parsing_and_defaults():
+    from msmlp.commands import parse_batch
+
     assert parse_batch("1,8,64") == (1, 8, 64)
+    assert parse_batch("8") == (8, 8, 8)  # one size: a fixed batch
     for bad in ("8,1,64", "0,1,2", "1,8", "a,b,c", "1,,8"):
         with pytest.raises(InputError, match=f"--batch '{bad}'"):
             parse_batch(bad)

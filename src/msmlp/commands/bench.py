@@ -71,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
         run_benchmark,
         write_report,
     )
+    from msmlp.commands import parse_int_list
     from msmlp.commands.serve import parse_providers
-    from msmlp.commands.triton_repo import parse_int_list
 
     opts = BenchOptions(
         model=args.model,

@@ -16,6 +16,8 @@ import argparse
 import json
 from pathlib import Path
 
+from msmlp.commands import parse_batch
+
 HELP = "build a TensorRT engine from an ONNX graph (needs TensorRT and a GPU)"
 
 
@@ -74,18 +76,3 @@ def run(args: argparse.Namespace) -> int:
             f"(sm {gpu['compute_capability']}), built in {meta['build_seconds']} s; metadata in {out.name}.json"
         )
     return 0
-
-
-def parse_batch(text: str) -> tuple[int, int, int]:
-    """``"1,8,64"`` -> (1, 8, 64); a single ``"8"`` means a fixed batch (8, 8, 8)."""
-    from msmlp.errors import InputError
-
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) == 1:
-        values = values * 3
-    if len(values) != 3 or not all(v >= 1 for v in values) or not values[0] <= values[1] <= values[2]:
-        raise InputError(f"--batch {text!r} must be MIN,OPT,MAX with 1 <= MIN <= OPT <= MAX (or one size)")
-    return values  # type: ignore[return-value]

@@ -89,7 +89,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from msmlp.export.pipeline import ExportOptions, parse_batch, run_export
+    from msmlp.commands import parse_batch
+    from msmlp.export.pipeline import ExportOptions, run_export
     from msmlp.verify import format_cosine, format_top1
 
     options = ExportOptions(

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 
+from msmlp.commands import parse_int_list
+
 HELP = "write a Triton model repository (config.pbtxt + versioned model) for an ONNX file or plan"
 
 
@@ -37,21 +39,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--instances", type=int, default=1, metavar="N", help="instances per group (default: 1)")
     p.add_argument("--kind", choices=["gpu", "cpu"], default="gpu", help="instance kind (default: gpu)")
-
-
-def parse_int_list(text: str | None, option: str) -> list[int] | None:
-    """'4,8' -> [4, 8]; a clear error quoting the bad value."""
-    from msmlp.errors import InputError
-
-    if text is None:
-        return None
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        values = []
-    if not values or any(v < 1 for v in values):
-        raise InputError(f"{option} {text!r} must be positive integers separated by commas, e.g. 1,2,4,8")
-    return values
 
 
 def run(args: argparse.Namespace) -> int:

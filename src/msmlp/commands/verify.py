@@ -18,6 +18,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from msmlp.commands import parse_int_list
+
 HELP = "compare an ONNX graph with PyTorch FP32 on real images (exit 3 on a broken tolerance)"
 
 
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from msmlp.verify import tolerance_for, verify
 
     config = get_config(args.model)
-    sizes = parse_sizes(args.batch_sizes)
+    sizes = parse_int_list(args.batch_sizes, "--batch-sizes")
     if args.precision is not None:
         tolerance_for(args.precision)
     candidate = OnnxRuntimeBackend(args.onnx, threads=args.threads).load()
@@ -89,18 +91,6 @@ def default_report(onnx: Path, precision: str) -> Path:
     if FILES.get(precision) == onnx.name:
         return onnx.parent / f"verify_{precision}.json"
     return onnx.parent / f"verify_{onnx.stem.replace('.', '_')}_{precision}.json"
-
-
-def parse_sizes(text: str) -> list[int]:
-    from msmlp.errors import InputError
-
-    try:
-        sizes = [int(v) for v in text.split(",")]
-    except ValueError:
-        sizes = []
-    if not sizes or min(sizes) < 1:
-        raise InputError(f"--batch-sizes {text!r} is not a list of positive integers such as 1,8")
-    return sizes
 
 
 def reference_model(name: str, weights: Path | None, metadata: dict[str, Any]) -> Any:

@@ -70,20 +70,6 @@ class ExportResult:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def parse_batch(text: str) -> tuple[int, int, int]:
-    """``"1,8,64"`` -> (1, 8, 64), or an InputError quoting the text."""
-    try:
-        values = tuple(int(v) for v in str(text).split(","))
-    except ValueError:
-        raise InputError(f"--batch {text!r} is not MIN,OPT,MAX (three integers, e.g. 1,8,64)") from None
-    try:
-        return check_batch(values)
-    except InputError:
-        raise InputError(
-            f"--batch {text!r} is invalid; expected MIN,OPT,MAX with 1 <= MIN <= OPT <= MAX"
-        ) from None
-
-
 def default_batch(config: DeployConfig) -> tuple[int, int, int]:
     """The config's min/max batch with OPT = 8 (clamped into the range)."""
     lo, hi = config.min_batch, config.max_batch
