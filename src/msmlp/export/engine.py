@@ -211,19 +211,11 @@ def _build_plan(
 def describe_onnx(onnx_path: Path) -> dict[str, Any]:
     """What a build needs to know about a graph: input name and per-image shape, the model name and
     batch profile recorded at export (``msmlp.*`` metadata), and its precision (Q/DQ, FP16 or FP32)."""
-    import onnx
-
+    from msmlp.export.precision import load_graph
     from msmlp.runtime.ort import graph_precision
 
     path = Path(onnx_path)
-    if not path.is_file():
-        raise InputError(f"ONNX file {str(path)!r} does not exist; export one first (msmlp-export)")
-    try:
-        graph = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise InputError(f"{str(path)!r} is not a readable ONNX file ({type(exc).__name__})") from None
-    if len(graph.graph.input) != 1:
-        raise InputError(f"{path} has {len(graph.graph.input)} inputs; msmlp graphs have one image input")
+    graph = load_graph(path)
     value = graph.graph.input[0]
     dims = [d.dim_value or -1 for d in value.type.tensor_type.shape.dim]
     if len(dims) != 4 or min(dims[1:]) < 1:
