@@ -14,7 +14,7 @@ import json
 import math
 import platform
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -230,17 +230,20 @@ def export_fp16(
 ) -> None:
     from msmlp.export.precision import convert_fp16
 
-    final = out / FILES["fp16"]
-    with staged(final) as stage:
-        with progress.step("fp16", "convert to FP16 (ModelOpt AutoCast)") as step:
-            info = convert_fp16(result.artifacts["fp32"], stage, keep_fp32=opts.keep_fp32)
-            check = check_graph(stage)
-            step["detail"] = check.summary()
-        with progress.step("verify_fp16", "verify FP16 against PyTorch FP32") as step:
-            report = verify_artifact(opts, model, config, stage, final, "fp16", verification_images(opts), "")
-            step["detail"] = _verdict(report)
-        commit(stage, final, "fp16", result, check=check, report=report, info=info)
-    write_metadata(out, result.metadata)
+    reduced_precision_step(
+        opts,
+        model,
+        config,
+        out,
+        progress,
+        result,
+        "fp16",
+        convert=(
+            "convert to FP16 (ModelOpt AutoCast)",
+            lambda stage: convert_fp16(result.artifacts["fp32"], stage, keep_fp32=opts.keep_fp32),
+        ),
+        verify=("verify FP16 against PyTorch FP32", verification_images(opts), ""),
+    )
 
 
 def export_int8(
@@ -254,7 +257,6 @@ def export_int8(
     from msmlp.export.calibration import calibration_batch
     from msmlp.export.quantize import quantize_int8
 
-    final = out / FILES["int8"]
     calib_files, held_out, note = int8_image_split(opts)
     with progress.step(
         "calibrate", f"calibration batch ({opts.calib_size} inputs, {len(calib_files)} images)"
@@ -262,24 +264,57 @@ def export_int8(
         cache = out / f"calib_{opts.calib_size}_{calibration_key(config, calib_files, opts)}.npy"
         calib = calibration_batch(config, calib_files, opts.calib_size, seed=opts.seed, cache=cache)
         step["detail"] = f"cached in {cache.name}"
+    calibration = {
+        "files": [f.name for f in calib_files],
+        "sha256": [file_sha256(f) for f in calib_files],
+        "cache": cache.name,
+        "note": note,
+    }
+
+    def quantize(stage: Path) -> dict:
+        info = quantize_int8(
+            result.artifacts["fp32"], stage, calib, method=opts.calib_method, keep_fp32=opts.keep_fp32
+        )
+        return {**info, "calibration": calibration}
+
+    reduced_precision_step(
+        opts,
+        model,
+        config,
+        out,
+        progress,
+        result,
+        "int8",
+        convert=(f"quantize to INT8 (ModelOpt, {opts.calib_method} calibration)", quantize),
+        verify=("verify INT8 against PyTorch FP32 on held-out images", held_out, note),
+    )
+
+
+def reduced_precision_step(
+    opts: ExportOptions,
+    model: nn.Module,
+    config: DeployConfig,
+    out: Path,
+    progress: Progress,
+    result: ExportResult,
+    precision: str,
+    *,
+    convert: tuple[str, Callable[[Path], dict]],
+    verify: tuple[str, Sequence[Path], str],
+) -> None:
+    """Convert the FP32 graph into a staged file, check it, verify it against PyTorch FP32 on the given
+    images, and only then move it into place and record it in the metadata."""
+    final = out / FILES[precision]
+    (convert_title, convert_fn), (verify_title, images, note) = convert, verify
     with staged(final) as stage:
-        with progress.step("int8", f"quantize to INT8 (ModelOpt, {opts.calib_method} calibration)") as step:
-            info = quantize_int8(
-                result.artifacts["fp32"], stage, calib, method=opts.calib_method, keep_fp32=opts.keep_fp32
-            )
+        with progress.step(precision, convert_title) as step:
+            info = convert_fn(stage)
             check = check_graph(stage)
             step["detail"] = check.summary()
-        with progress.step("verify_int8", "verify INT8 against PyTorch FP32 on held-out images") as step:
-            report = verify_artifact(opts, model, config, stage, final, "int8", held_out, note)
+        with progress.step(f"verify_{precision}", verify_title) as step:
+            report = verify_artifact(opts, model, config, stage, final, precision, images, note)
             step["detail"] = _verdict(report)
-        calibration = {
-            "files": [f.name for f in calib_files],
-            "sha256": [file_sha256(f) for f in calib_files],
-            "cache": cache.name,
-            "note": note,
-        }
-        info = {**info, "calibration": calibration}
-        commit(stage, final, "int8", result, check=check, report=report, info=info)
+        commit(stage, final, precision, result, check=check, report=report, info=info)
     write_metadata(out, result.metadata)
 
 
