@@ -8,56 +8,13 @@ from __future__ import annotations
 import difflib
 import fnmatch
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch.nn as nn
 
 from msmlp.errors import InputError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class DeployConfig:
-    """What a deployment needs to know about a model's input and output.
-
-    The spatial size is fixed by the architecture (token grids and layer shapes depend on it);
-    only the batch axis may vary, within ``min_batch``..``max_batch``.
-    """
-
-    input_size: tuple[int, int, int] = (3, 224, 224)
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    interpolation: str = "bicubic"
-    crop_pct: float = 0.875
-    num_classes: int = 1000
-    min_batch: int = 1
-    max_batch: int = 64
-    input_name: str = "input"
-    output_name: str = "logits"
-    family: str = ""
-    paper: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        return self.input_size[1], self.input_size[2]
-
-    def input_shape(self, batch: int) -> tuple[int, int, int, int]:
-        return (batch, *self.input_size)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DeployConfig:
-        data = dict(data)
-        for key in ("input_size", "mean", "std"):
-            if key in data:
-                data[key] = tuple(data[key])
-        return cls(**data)
+from msmlp.models.config import DeployConfig
 
 
 @dataclass(frozen=True)
