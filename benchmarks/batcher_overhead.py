@@ -57,7 +57,7 @@ def build_backend(name: str, folder: Path, threads: int):
 def images(backend, count: int) -> np.ndarray:
     """Real photos (the built-in samples, cropped/flipped to ``count``) at the model's input size."""
     from msmlp.models.registry import DeployConfig
-    from msmlp.runtime.preprocess import augmented, builtin_images, load_image, preprocess
+    from msmlp.data.transforms import augmented, builtin_images, load_image, preprocess
 
     config = DeployConfig(input_size=tuple(backend.input_shape[1:]))
     photos = augmented([load_image(p) for p in builtin_images()], count, seed=0)

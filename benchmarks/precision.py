@@ -81,7 +81,7 @@ def build_graphs(name: str, work: Path, calib_size: int, method: str, reuse: boo
     from msmlp.export.precision import convert_fp16
     from msmlp.export.quantize import quantize_int8
     from msmlp.models.weights import make_contributing
-    from msmlp.runtime.preprocess import builtin_images
+    from msmlp.data.transforms import builtin_images
 
     config = msmlp.get_config(name)
     graphs = {p: work / f"model.{p}.onnx" for p in PRECISIONS}
@@ -109,7 +109,7 @@ def parity(name: str, graphs: dict, views: int) -> dict:
     from msmlp.export.calibration import split_calibration
     from msmlp.models.weights import make_contributing
     from msmlp.runtime.ort import OnnxRuntimeBackend
-    from msmlp.runtime.preprocess import augmented, builtin_images, load_image, preprocess
+    from msmlp.data.transforms import augmented, builtin_images, load_image, preprocess
     from msmlp.verify import compare
 
     config = msmlp.get_config(name)

@@ -424,7 +424,7 @@ def load_service(
     """``clients`` threads each POST the built-in sample photos to ``<url>/v1/classify``."""
     import httpx
 
-    from msmlp.runtime.preprocess import builtin_images
+    from msmlp.data.transforms import builtin_images
 
     endpoint = url.rstrip("/")
     if not endpoint.endswith("/v1/classify"):

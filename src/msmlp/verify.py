@@ -34,7 +34,7 @@ from msmlp.errors import InputError, VerificationError
 from msmlp.log import logger
 from msmlp.models.registry import DeployConfig
 from msmlp.runtime.base import Backend
-from msmlp.runtime.preprocess import augmented, load_image, preprocess, to_rgb
+from msmlp.data.transforms import augmented, load_image, preprocess, to_rgb
 
 DEFINITIONS = {
     "rel_error": "|candidate - reference| / range (max - min) of that sample's reference logits",

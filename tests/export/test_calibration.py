@@ -15,7 +15,7 @@ import msmlp
 import msmlp.export.calibration as calibration
 from msmlp.errors import InputError
 from msmlp.export.calibration import calibration_batch, calibration_summary, split_calibration
-from msmlp.runtime.preprocess import list_images, preprocess
+from msmlp.data.transforms import list_images, preprocess
 
 CONFIG = msmlp.get_config("msmlp_micro")
 

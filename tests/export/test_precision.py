@@ -15,7 +15,7 @@ from msmlp.errors import InputError
 from msmlp.export.onnx import export_onnx
 from msmlp.export.precision import convert_fp16, precision_summary
 from msmlp.runtime.ort import OnnxRuntimeBackend
-from msmlp.runtime.preprocess import augmented, load_image, preprocess
+from msmlp.data.transforms import augmented, load_image, preprocess
 from msmlp.verify import compare, tolerance_for
 
 MICRO = ["msmlp_micro", "s2mlpv2_micro"]

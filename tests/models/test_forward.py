@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import msmlp
-from msmlp.runtime.preprocess import load_image, preprocess
+from msmlp.data.transforms import load_image, preprocess
 
 MICRO = ["msmlp_micro", "s2mlpv2_micro"]
 FULL = ["msmlp_tiny", "msmlp_small", "msmlp_base", "s2mlpv2_small", "s2mlpv2_medium"]

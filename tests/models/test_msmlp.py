@@ -9,7 +9,7 @@ import msmlp
 from msmlp.models.complexity import complexity
 from msmlp.models.msmlp import chunk_sizes
 from msmlp.models.weights import block_contributions, make_contributing
-from msmlp.runtime.preprocess import preprocess
+from msmlp.data.transforms import preprocess
 
 from .official_msmlp import OfficialMSMLP
 

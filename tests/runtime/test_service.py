@@ -19,8 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from msmlp.models.registry import get_config
 from msmlp.runtime.base import Backend
-from msmlp.runtime.postprocess import topk
-from msmlp.runtime.preprocess import load_image, transform
+from msmlp.data.labels import topk
+from msmlp.data.transforms import load_image, transform
 from msmlp.runtime.service import ServiceThread, create_app
 from msmlp.runtime.torch_backend import TorchBackend
 

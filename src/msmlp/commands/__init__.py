@@ -32,3 +32,12 @@ def parse_batch(text: str, option: str = "--batch") -> tuple[int, int, int]:
             "(e.g. 1,8,64), or one size for a fixed batch"
         )
     return values[0], values[1], values[2]
+
+
+def check_positive(value: float | None, option: str, *, upper: float | None = None) -> None:
+    """A positive number (and at most ``upper``), or a clear error quoting the option and the value."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not value > 0 or (upper is not None and value > upper):
+        bound = f" and at most {upper:g}" if upper is not None else ""
+        raise InputError(f"{option} {value!r} must be a positive number{bound}")

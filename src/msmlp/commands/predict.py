@@ -34,8 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from msmlp.errors import InputError
-    from msmlp.runtime.postprocess import topk
-    from msmlp.runtime.preprocess import load_image, preprocess
+    from msmlp.data.labels import topk
+    from msmlp.data.transforms import load_image, preprocess
 
     if args.model is None and args.onnx is None:
         raise InputError("give --model NAME or --onnx PATH")

@@ -53,7 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from msmlp.models.registry import get_config
     from msmlp.runtime.ort import OnnxRuntimeBackend
-    from msmlp.runtime.preprocess import builtin_images, list_images
+    from msmlp.data.transforms import builtin_images, list_images
     from msmlp.runtime.torch_backend import TorchBackend
     from msmlp.verify import tolerance_for, verify
 

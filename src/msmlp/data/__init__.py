@@ -1,0 +1,1 @@
+"""Data the backends share: image transforms (``transforms``), the sample photographs, ImageNet labels."""

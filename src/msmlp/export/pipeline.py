@@ -451,7 +451,7 @@ def verify_batch_sizes(batch: Sequence[int]) -> list[int]:
 
 
 def verification_images(opts: ExportOptions) -> list[Path]:
-    from msmlp.runtime.preprocess import builtin_images, list_images
+    from msmlp.data.transforms import builtin_images, list_images
 
     return list_images(opts.images) if opts.images else builtin_images()
 
@@ -463,7 +463,7 @@ def int8_image_split(opts: ExportOptions) -> tuple[list[Path], list[Path], str]:
     photos for both, the sorted calibration files are split: the first ceil(n/2) calibrate, the rest
     verify. Otherwise verification images whose content also appears in the calibration set are dropped.
     """
-    from msmlp.runtime.preprocess import builtin_images, list_images
+    from msmlp.data.transforms import builtin_images, list_images
 
     calib = list_images(opts.calib) if opts.calib else builtin_images()
     verify_files = verification_images(opts)

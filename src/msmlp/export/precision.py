@@ -243,7 +243,7 @@ def _reference_inputs(model: onnx.ModelProto, reference: np.ndarray | None) -> n
     dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     if reference is None:
         from msmlp.models.registry import DeployConfig
-        from msmlp.runtime.preprocess import builtin_images, preprocess
+        from msmlp.data.transforms import builtin_images, preprocess
 
         if len(dims) != 4 or not all(dims[1:]):
             raise InputError(f"cannot make reference images for input shape {dims}; pass reference=")

@@ -478,7 +478,7 @@ def _write_files(art: Artifact, model_dir: Path, version: int, text: str, with_l
     if art.metadata_path is not None:
         _copy_atomic(art.metadata_path, version_dir / f"{filename}.json")
     if with_labels:
-        from msmlp.runtime.postprocess import imagenet_classes
+        from msmlp.data.labels import imagenet_classes
 
         write_text_atomic(model_dir / "labels.txt", "\n".join(imagenet_classes()) + "\n")
     write_text_atomic(model_dir / "config.pbtxt", text)

@@ -8,8 +8,12 @@ its input by a visible amount; :func:`block_contributions` measures that.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn as nn
+
+from msmlp.log import logger
 
 
 @torch.no_grad()
@@ -34,6 +38,35 @@ def make_contributing(model: nn.Module, seed: int = 0, gamma: tuple[float, float
         elif leaf == "weight":  # Linear / conv: unit-gain scale instead of the small training init
             fan_in = p[0].numel()
             p.copy_(torch.randn(p.shape, generator=g).mul_(fan_in**-0.5).to(p.dtype))
+    model.weights_info = {"source": "synthetic", "seed": seed}
+    return model
+
+
+def load_for_deploy(
+    name: str, weights: str | Path | None = None, seed: int = 0, *, quiet: bool = False
+) -> nn.Module:
+    """The registered model in eval mode with its checkpoint, or with synthetic weights in which every
+    block contributes. The one place msmlp decides what "no --weights" means.
+
+    The module carries ``deploy_config`` and ``weights_info`` (``{"source": "checkpoint", "path",
+    "sha256"}`` or ``{"source": "synthetic", "seed"}``).
+    """
+    from msmlp.fileio import file_sha256
+    from msmlp.models.registry import create_model
+
+    if weights is not None:
+        path = Path(weights).resolve()
+        model = create_model(name, pretrained=str(path))
+        model.weights_info = {"source": "checkpoint", "path": str(path), "sha256": file_sha256(path)}
+        return model.eval()
+    model = make_contributing(create_model(name), seed=seed).eval()
+    if not quiet:
+        logger.warning(
+            "no --weights given: %s has synthetic weights (seed %d) in which every block contributes; "
+            "graphs, parity and timings are real, predicted classes are meaningless",
+            name,
+            seed,
+        )
     return model
 
 

@@ -1,52 +1,87 @@
-"""One protocol for every backend (PyTorch, ONNX Runtime, TensorRT), after Polygraphy's runners.
+"""One protocol for every backend (PyTorch, ONNX Runtime, OpenVINO, TensorRT), after Polygraphy's runners.
 
 A backend is loaded lazily (``load``), runs ``infer`` on a dict of named arrays, and is released by
-``close``; it is a context manager, and it times every call. The comparator and the batcher only
-ever see this protocol.
+``close``; it is a context manager, and it times every call. What it runs is described by a read-only
+:class:`BackendInfo` (``backend.info``, after Polygraphy's ``get_input_metadata()``), set once by the
+backend when it loads; nobody outside a backend changes it. The comparator and the batcher only ever see
+this protocol.
 """
 
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
+from msmlp.artifacts import UNBOUNDED, ArtifactInfo
 from msmlp.errors import InputError, InternalError
+from msmlp.models.config import DeployConfig
+
+TIMES_KEPT = 1024  # recent call times kept per backend (a long-running service must not grow without bound)
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """What a loaded backend runs: I/O, batch range, precision, and the model and file behind it."""
+
+    backend: str
+    precision: str
+    input_name: str
+    input_shape: tuple[int, ...]  # the batch axis as -1
+    output_name: str
+    batch_range: tuple[int, int] = (1, UNBOUNDED)
+    model: str | None = None
+    config: DeployConfig | None = None
+    artifact: ArtifactInfo | None = None
+    synthetic: bool = False  # synthetic weights: parity is real, predictions are meaningless
+    details: Mapping[str, Any] = field(default_factory=dict)  # providers, threads, device...
+
+    def to_dict(self) -> dict[str, Any]:
+        found = {k: v for k, v in asdict(self).items() if k not in ("config", "artifact", "details")}
+        found.update(
+            input_shape=list(self.input_shape),
+            batch_range=list(self.batch_range),
+            file=str(self.artifact.path) if self.artifact else None,
+            **dict(self.details),
+        )
+        return found
 
 
 class Backend(ABC):
-    """Base class: subclasses implement ``_load``, ``_infer`` and ``_close``.
-
-    Attributes every loaded backend sets: ``input_name``, ``output_name``, ``input_shape`` (with the
-    batch as ``-1``), ``batch_range`` (min, max) and ``precision``.
-    """
+    """Base class: subclasses implement ``_load`` (returning their :class:`BackendInfo`), ``_infer``
+    and optionally ``_close``."""
 
     name: str = "backend"
 
     def __init__(self) -> None:
-        self.loaded = False
-        self.input_name = "input"
-        self.output_name = "logits"
-        self.input_shape: tuple[int, ...] = (-1, 3, 224, 224)
-        self.batch_range: tuple[int, int] = (1, 1 << 30)
-        self.precision = "fp32"
+        self._info: BackendInfo | None = None
         self.last_infer_s: float | None = None
-        self.infer_times_s: list[float] = []
+        self.infer_times_s: deque[float] = deque(maxlen=TIMES_KEPT)
 
     # -- lifecycle --------------------------------------------------------------------------------
+    @property
+    def loaded(self) -> bool:
+        return self._info is not None
+
     def load(self) -> Backend:
-        if not self.loaded:
-            self._load()
-            self.loaded = True
+        if self._info is None:
+            info = self._load()
+            if not isinstance(info, BackendInfo):
+                raise InternalError(
+                    f"{type(self).__name__}._load returned {type(info).__name__}, not BackendInfo"
+                )
+            self._info = info
         return self
 
     def close(self) -> None:
-        if self.loaded:
+        if self._info is not None:
             self._close()
-            self.loaded = False
+            self._info = None
 
     def __enter__(self) -> Backend:
         return self.load()
@@ -54,17 +89,44 @@ class Backend(ABC):
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    # -- what it runs (read-only) -----------------------------------------------------------------
+    @property
+    def info(self) -> BackendInfo:
+        """The backend's description; loads the backend on first use."""
+        self.load()
+        assert self._info is not None
+        return self._info
+
+    @property
+    def input_name(self) -> str:
+        return self.info.input_name
+
+    @property
+    def output_name(self) -> str:
+        return self.info.output_name
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.info.input_shape
+
+    @property
+    def batch_range(self) -> tuple[int, int]:
+        return self.info.batch_range
+
+    @property
+    def precision(self) -> str:
+        return self.info.precision
+
     # -- inference --------------------------------------------------------------------------------
     def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one batch. ``feed`` maps input names to arrays; returns output names to arrays."""
-        if not self.loaded:
-            self.load()
+        info = self.info
         array = self.check_feed(feed)
         start = time.perf_counter()
-        out = self._infer({self.input_name: array})
+        out = self._infer({info.input_name: array})
         self.last_infer_s = time.perf_counter() - start
         self.infer_times_s.append(self.last_infer_s)
-        got = out[self.output_name].shape[0]
+        got = out[info.output_name].shape[0]
         if got != array.shape[0]:
             raise InternalError(f"{self.name}: {array.shape[0]} inputs gave {got} outputs")
         return out
@@ -74,27 +136,33 @@ class Backend(ABC):
         return self.infer({self.input_name: batch})[self.output_name]
 
     def check_feed(self, feed: Mapping[str, np.ndarray]) -> np.ndarray:
-        if set(feed) != {self.input_name}:
+        info = self.info
+        if set(feed) != {info.input_name}:
             raise InputError(
-                f"{self.name}: inputs {sorted(feed)} do not match the model's input {[self.input_name]!r}"
+                f"{self.name}: inputs {sorted(feed)} do not match the model's input {[info.input_name]!r}"
             )
-        array = np.ascontiguousarray(feed[self.input_name], dtype=np.float32)
-        expected = self.input_shape
+        raw = np.asarray(feed[info.input_name])
+        if raw.dtype.kind not in "fiu":
+            raise InputError(f"{self.name}: input dtype {raw.dtype} is not numeric; send float32 values")
+        array = np.ascontiguousarray(raw, dtype=np.float32)
+        expected = info.input_shape
         if array.ndim != len(expected) or any(e not in (-1, g) for e, g in zip(expected, array.shape)):
             raise InputError(
                 f"{self.name}: input shape {tuple(array.shape)} does not match {expected} "
                 "(-1 marks the batch axis; the spatial size is fixed by the model)"
             )
-        lo, hi = self.batch_range
+        lo, hi = info.batch_range
         if not lo <= array.shape[0] <= hi:
             raise InputError(
                 f"{self.name}: batch {array.shape[0]} is outside the supported range {lo}..{hi}; "
                 "split the batch or rebuild with a wider --batch MIN,OPT,MAX"
             )
+        if not np.isfinite(array).all():
+            raise InputError(f"{self.name}: the input holds NaN or infinite values; send finite numbers")
         return array
 
     @abstractmethod
-    def _load(self) -> None: ...
+    def _load(self) -> BackendInfo: ...
 
     @abstractmethod
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
@@ -103,11 +171,32 @@ class Backend(ABC):
         pass
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "backend": self.name,
-            "precision": self.precision,
-            "input": self.input_name,
-            "output": self.output_name,
-            "input_shape": list(self.input_shape),
-            "batch_range": list(self.batch_range),
-        }
+        return self.info.to_dict()
+
+    def check_model(self, name: str, config: DeployConfig) -> None:
+        """Refuse a file exported from another model: by recorded name when known, else by shapes."""
+        info = self.info
+        where = info.artifact.path if info.artifact else self.name
+        if info.model and info.model != name:
+            raise InputError(
+                f"{where} was exported from model {info.model!r}, not {name!r}; pass "
+                f"--model {info.model} or the file exported for {name}"
+            )
+        want = (-1, *config.input_size)
+        got = info.input_shape
+        if len(got) != len(want) or any(g != -1 and g != w for g, w in zip(got[1:], want[1:])):
+            raise InputError(
+                f"{where} takes input {_fmt(got)} but model {name!r} takes {_fmt(want)}; "
+                "is it the file of a different model?"
+            )
+        outputs = info.artifact.outputs if info.artifact else ()
+        classes = outputs[0].shape[-1] if outputs and outputs[0].shape else -1
+        if classes not in (-1, config.num_classes):
+            raise InputError(
+                f"{where} outputs {classes} classes but model {name!r} has {config.num_classes}; "
+                "is it the file of a different model?"
+            )
+
+
+def _fmt(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join("N" if d == -1 else str(d) for d in shape) + ")"

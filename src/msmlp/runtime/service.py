@@ -45,13 +45,13 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from msmlp.data.labels import topk
+from msmlp.data.transforms import load_image, transform
 from msmlp.errors import InputError, MsmlpError, OverloadedError
 from msmlp.log import logger
 from msmlp.models.registry import DeployConfig
 from msmlp.runtime.base import Backend
 from msmlp.runtime.batcher import BatcherClosedError, BatchStats, DynamicBatcher
-from msmlp.runtime.postprocess import topk
-from msmlp.runtime.preprocess import load_image, transform
 
 ENDPOINTS = ("/v1/classify", "/v1/infer", "/v1/model", "/healthz", "/readyz", "/metrics")
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

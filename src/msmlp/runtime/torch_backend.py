@@ -2,52 +2,78 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn as nn
 
-from msmlp.models.registry import DeployConfig, create_model
-from msmlp.runtime.base import Backend
+from msmlp.models.config import DeployConfig
+from msmlp.runtime.base import Backend, BackendInfo
+
+_PRECISIONS = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
 class TorchBackend(Backend):
-    """Runs a registered model (or a given module) in eval mode under ``torch.inference_mode``."""
+    """Runs a registered model (by name, via :func:`msmlp.models.weights.load_for_deploy`) or a given
+    module in eval mode under ``torch.inference_mode``. ``autocast_bf16`` runs under CPU bf16 autocast,
+    the baseline a PyTorch user would pick on a CPU with AMX."""
 
     name = "pytorch"
 
     def __init__(
         self,
         model: nn.Module | str,
-        weights: str | None = None,
+        weights: str | Path | None = None,
         device: str = "cpu",
         dtype: torch.dtype = torch.float32,
         config: DeployConfig | None = None,
+        *,
+        seed: int = 0,
+        autocast_bf16: bool = False,
     ) -> None:
         super().__init__()
+        if dtype not in _PRECISIONS:
+            from msmlp.errors import InputError
+
+            raise InputError(f"dtype {dtype} is not one of {', '.join(map(str, _PRECISIONS))}")
         self._model_arg = model
         self._weights = weights
+        self._seed = seed
         self.device = torch.device(device)
         self.dtype = dtype
+        self.autocast_bf16 = autocast_bf16
         self.model: nn.Module | None = None
-        self.config = config
-        self.precision = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
+        self._config = config
 
-    def _load(self) -> None:
+    def _load(self) -> BackendInfo:
         model = self._model_arg
         if isinstance(model, str):
-            model = create_model(model, pretrained=self._weights)
-        self.config = self.config or getattr(model, "deploy_config", None) or DeployConfig()
+            from msmlp.models.weights import load_for_deploy
+
+            model = load_for_deploy(model, self._weights, self._seed)
+        config = self._config or getattr(model, "deploy_config", None) or DeployConfig()
         self.model = model.eval().to(self.device, self.dtype)
-        self.input_name, self.output_name = self.config.input_name, self.config.output_name
-        self.input_shape = (-1, *self.config.input_size)
-        self.batch_range = (1, 1 << 30)
+        weights = getattr(model, "weights_info", {}) or {}
+        return BackendInfo(
+            backend=self.name,
+            precision="bf16" if self.autocast_bf16 else _PRECISIONS[self.dtype],
+            input_name=config.input_name,
+            input_shape=(-1, *config.input_size),
+            output_name=config.output_name,
+            model=getattr(model, "model_name", None),
+            config=config,
+            synthetic=weights.get("source") == "synthetic",
+            details={"device": str(self.device), "autocast_bf16": self.autocast_bf16},
+        )
 
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         assert self.model is not None
-        x = torch.from_numpy(feed[self.input_name]).to(self.device, self.dtype)
-        with torch.inference_mode():
+        info = self.info
+        x = torch.from_numpy(feed[info.input_name]).to(self.device, self.dtype)
+        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=self.autocast_bf16):
             y = self.model(x)
-        return {self.output_name: y.float().cpu().numpy()}
+        return {info.output_name: y.float().cpu().numpy()}
 
     def _close(self) -> None:
         self.model = None

@@ -40,6 +40,10 @@ def load_image(source: str | Path | bytes, name: str | None = None) -> Image.Ima
                 raise InputError(f"image {label!r} is {img.width}x{img.height}; at most {MAX_PIXELS} pixels")
             img.load()
             rgb = to_rgb(img)
+    except Image.DecompressionBombError:
+        raise InputError(
+            f"image {label!r} declares more than {MAX_PIXELS} pixels (a decompression bomb?); give a smaller image"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError(
             f"cannot read {label!r} as an image ({type(exc).__name__}); give a JPEG or PNG file"

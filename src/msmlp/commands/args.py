@@ -1,0 +1,95 @@
+"""Option groups shared by several commands, declared once (after Polygraphy's argument groups).
+
+``add_source_args`` declares "a model name, an ONNX file or an engine" (and optionally a URL);
+``add_backend_args`` the runtime options; ``open_source`` turns them into an unloaded backend through
+:func:`msmlp.runtime.open_backend`, the one place that decides which backend runs what.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+BACKEND_CHOICES = ("auto", "pytorch", "onnxruntime", "openvino", "tensorrt")
+
+
+def add_source_args(
+    p: argparse.ArgumentParser, *, engine: bool = True, url: bool = False, required: bool = True
+) -> None:
+    """--model NAME [--weights PATH] | --onnx PATH | --engine PLAN [| --url URL], plus --seed."""
+    src = p.add_mutually_exclusive_group(required=required)
+    src.add_argument("--model", metavar="NAME", help="registered model, run in PyTorch (`msmlp models`)")
+    src.add_argument("--onnx", type=Path, metavar="PATH", help="exported ONNX graph")
+    if engine:
+        src.add_argument("--engine", type=Path, metavar="PLAN", help="TensorRT plan built by msmlp build")
+    if url:
+        src.add_argument("--url", metavar="URL", help="a running msmlp service, e.g. http://127.0.0.1:8000")
+    p.add_argument(
+        "--weights", type=Path, metavar="PATH", help="checkpoint for --model (default: synthetic weights)"
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="seed of the synthetic weights for --model (default 0)",
+    )
+
+
+def add_backend_args(p: argparse.ArgumentParser) -> None:
+    """--backend, --precision, --threads, --providers."""
+    g = p.add_argument_group("backend")
+    g.add_argument(
+        "--backend",
+        choices=BACKEND_CHOICES,
+        default="auto",
+        help="runtime: auto (default: the fastest verified CPU backend for an ONNX graph, PyTorch for "
+        "--model, TensorRT for --engine) or a backend name, which always wins",
+    )
+    g.add_argument(
+        "--precision",
+        choices=("f32", "bf16"),
+        default=None,
+        help="inference precision hint for OpenVINO (bf16 needs AMX or AVX-512 BF16) and PyTorch (bf16 autocast)",
+    )
+    g.add_argument("--threads", type=int, metavar="N", help="intra-op threads (default: one per core)")
+    g.add_argument(
+        "--providers",
+        metavar="P[,P]",
+        help="ONNX Runtime execution providers: cpu (default), cuda, tensorrt, or auto (GPU when present)",
+    )
+
+
+def parse_providers(text: str | None) -> Any:
+    """``--providers``: None (CPU), "auto", or a list of names for ONNX Runtime."""
+    if not text:
+        return None
+    return "auto" if text.strip() == "auto" else [p.strip() for p in text.split(",") if p.strip()]
+
+
+def open_source(args: argparse.Namespace) -> Any:
+    """The unloaded backend for the source options; errors name the option that was wrong."""
+    from msmlp.commands import check_positive
+    from msmlp.runtime import open_backend
+
+    if getattr(args, "threads", None) is not None:
+        check_positive(args.threads, "--threads")
+    for option in ("onnx", "engine", "weights"):
+        path = getattr(args, option, None)
+        if path is not None and not Path(path).is_file():
+            from msmlp.errors import InputError
+
+            raise InputError(f"--{option} {str(path)!r} does not exist or is not a file")
+    precision = getattr(args, "precision", None)
+    return open_backend(
+        model=getattr(args, "model", None),
+        weights=getattr(args, "weights", None),
+        onnx=getattr(args, "onnx", None),
+        engine=getattr(args, "engine", None),
+        backend=getattr(args, "backend", "auto") or "auto",
+        providers=parse_providers(getattr(args, "providers", None)),
+        threads=getattr(args, "threads", None),
+        precision={"f32": None}.get(precision, precision),
+        seed=getattr(args, "seed", 0),
+    )
