@@ -15,7 +15,7 @@ from msmlp.export.calibration import calibration_batch, split_calibration
 from msmlp.export.onnx import export_onnx
 from msmlp.export.quantize import high_precision_nodes, quantize_int8
 from msmlp.runtime.ort import OnnxRuntimeBackend
-from msmlp.runtime.preprocess import augmented, load_image, preprocess
+from msmlp.data.transforms import augmented, load_image, preprocess
 from msmlp.verify import compare, tolerance_for
 
 MICRO = ["msmlp_micro", "s2mlpv2_micro"]

@@ -12,7 +12,7 @@ import msmlp
 from msmlp.errors import EngineError, InputError, MissingDependencyError
 from msmlp.export.engine import write_plan_metadata
 from msmlp.runtime import open_backend
-from msmlp.runtime.preprocess import augmented, load_image, preprocess
+from msmlp.data.transforms import augmented, load_image, preprocess
 from msmlp.runtime.trt import TensorRTBackend
 from msmlp.verify import compare, tolerance_for
 
@@ -66,7 +66,7 @@ def engines(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from msmlp.export.precision import convert_fp16
     from msmlp.export.quantize import quantize_int8
     from msmlp.models.weights import make_contributing
-    from msmlp.runtime.preprocess import builtin_images
+    from msmlp.data.transforms import builtin_images
 
     out = tmp_path_factory.mktemp("trt")
     model = make_contributing(msmlp.create_model(NAME), seed=0).eval()

@@ -1,8 +1,8 @@
 """Calibration data for INT8: images preprocessed exactly like inference, cached so rebuilds skip it.
 
-The batch is built with :mod:`msmlp.runtime.preprocess`, so calibration sees the same resize, crop and
+The batch is built with :mod:`msmlp.data.transforms`, so calibration sees the same resize, crop and
 normalisation as the served model. A folder smaller than the requested size is stretched with random
-crops and flips (:func:`~msmlp.runtime.preprocess.augmented`), and the log says so. The cache is an
+crops and flips (:func:`~msmlp.data.transforms.augmented`), and the log says so. The cache is an
 ``.npy`` file plus a ``.json`` sidecar holding a key over everything the batch depends on (the files'
 names, sizes and contents, the count, the seed and the model's preprocessing config); any change to
 those rebuilds the batch instead of reusing a stale one.
@@ -22,7 +22,7 @@ from msmlp.errors import InputError
 from msmlp.fileio import atomic_path, write_text_atomic
 from msmlp.log import logger
 from msmlp.models.registry import DeployConfig
-from msmlp.runtime.preprocess import augmented, load_image, preprocess
+from msmlp.data.transforms import augmented, load_image, preprocess
 
 CACHE_VERSION = 1
 MAX_SIZE = 4096
