@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from msmlp.data.transforms import augmented, load_image, preprocess, to_rgb
 from msmlp.errors import InputError, VerificationError
 from msmlp.log import logger
-from msmlp.models.registry import DeployConfig
+from msmlp.models.config import DeployConfig
 from msmlp.runtime.base import Backend
-from msmlp.data.transforms import augmented, load_image, preprocess, to_rgb
 
 DEFINITIONS = {
     "rel_error": "|candidate - reference| / range (max - min) of that sample's reference logits",
@@ -212,6 +212,8 @@ class VerifyReport:
         return {
             "passed": self.passed,
             "precision": self.precision,
+            "backend": self.candidate.get("backend"),
+            "file": Path(str(self.candidate["file"])).name if self.candidate.get("file") else None,
             "batch_sizes": [r.batch_size for r in self.results],
             "samples": sum(s.samples for s in rs),
             "max_abs": max(s.max_abs for s in rs),
@@ -280,7 +282,7 @@ def verify(
     pictures, names = _open_images(images)
     reference.load()
     candidate.load()
-    config = config or getattr(reference, "config", None)
+    config = config or reference.info.config
     if config is None:
         raise InputError("verify needs the model's DeployConfig for preprocessing; pass config=")
     report = VerifyReport(
