@@ -26,11 +26,25 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise InputError(f"checkpoint {str(path)!r} does not exist or is not a file; pass a .pth/.pt file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        zipfile.BadZipFile,
+        ValueError,
+        KeyError,
+        IndexError,
+        TypeError,
+        AttributeError,
+        OSError,
+    ) as exc:
+        # torch's own message suggests retrying with weights_only=False, which would run arbitrary code
+        # from the file: never quote it. Say what the file is not and what msmlp accepts.
         raise InputError(
-            f"cannot read checkpoint {str(path)!r}: {first}; expected a PyTorch state dict saved with torch.save"
-        ) from None
+            f"cannot read checkpoint {str(path)!r} ({type(exc).__name__}): it is not a torch.save file holding "
+            "only tensors; msmlp accepts a state dict of tensors (plain, or under 'model'/'state_dict') and "
+            "never unpickles arbitrary objects"
+        ) from exc
     if isinstance(obj, Mapping):
         for key in STATE_DICT_KEYS:
             if key in obj and isinstance(obj[key], Mapping):
