@@ -144,6 +144,7 @@ class Tolerance:
 TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(max_rel=1e-4, min_cosine=0.99999, min_top1=1.0),
     "fp16": Tolerance(min_cosine=0.9995, min_top1=0.99),
+    "bf16": Tolerance(min_cosine=0.9995, min_top1=0.99),  # bf16 compute (OpenVINO hint): as strict as FP16
     "int8": Tolerance(min_cosine=0.99, min_top1=0.95),
 }
 
