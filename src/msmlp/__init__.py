@@ -1,21 +1,52 @@
-"""msmlp: take shift-based vision MLPs (MS-MLP, S2-MLPv2) from PyTorch to production inference."""
+"""msmlp: take shift-based vision MLPs (MS-MLP, S2-MLPv2) from PyTorch to production inference.
+
+The package imports nothing heavy: ``import msmlp`` and ``msmlp --help`` stay fast, and the names below
+are loaded on first use. Embedding in a service takes three lines::
+
+    import msmlp
+    predictor = msmlp.load("out/s2mlpv2_small/model.onnx")   # or a model name, or a TensorRT plan
+    predictions = predictor.predict(["photo.jpg"])
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 from msmlp.errors import EngineError, ExportError, InputError, MsmlpError, VerificationError
-from msmlp.models import DeployConfig, create_model, get_config, list_models
 
 __version__ = "0.1.0"
 
+_LAZY = {
+    "DeployConfig": "msmlp.models.config",
+    "create_model": "msmlp.models",
+    "get_config": "msmlp.models",
+    "list_models": "msmlp.models",
+    "export": "msmlp.api",
+    "load": "msmlp.api",
+    "Predictor": "msmlp.api",
+    "read_artifact": "msmlp.artifacts",
+}
+
 __all__ = [
-    "DeployConfig",
     "EngineError",
     "ExportError",
     "InputError",
     "MsmlpError",
     "VerificationError",
     "__version__",
-    "create_model",
-    "get_config",
-    "list_models",
+    *_LAZY,
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'msmlp' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,7 +1,20 @@
 """Errors the user sees, and one for our own bugs.
 
 Every user-facing message says what failed, the value received, and what was expected or how to fix it.
-The CLI catches :class:`MsmlpError`, prints its message on one line and exits non-zero.
+The CLI catches :class:`MsmlpError`, prints its message on one line and exits with the class's code:
+
+==== =====================================================================
+code meaning
+==== =====================================================================
+0    success
+1    internal error: a bug in msmlp (the traceback is written to a log file)
+2    bad input or usage (:class:`InputError`, argparse)
+3    verification failed: a parity tolerance broke (:class:`VerificationError`)
+4    an optional dependency is missing (:class:`MissingDependencyError`)
+5    export, conversion or engine failure (:class:`ExportError`, :class:`EngineError`)
+6    the service could not start or a server could not be reached (:class:`ServiceError`)
+130  interrupted (Ctrl-C); 143 terminated (SIGTERM); staged files are removed in both cases
+==== =====================================================================
 """
 
 from __future__ import annotations
@@ -16,9 +29,13 @@ class MsmlpError(Exception):
 class ExportError(MsmlpError):
     """Export, graph check, precision conversion or engine build failed."""
 
+    exit_code = 5
+
 
 class EngineError(MsmlpError):
     """An engine or ONNX file cannot be used: corrupt, mismatched, or built for other hardware."""
+
+    exit_code = 5
 
 
 class InputError(MsmlpError):
@@ -33,6 +50,14 @@ class VerificationError(MsmlpError):
 
 class MissingDependencyError(MsmlpError):
     """An optional library is needed for this step; the message names the install command."""
+
+    exit_code = 4
+
+
+class ServiceError(MsmlpError):
+    """A service could not start (port busy, bad address) or a server could not be reached."""
+
+    exit_code = 6
 
 
 class OverloadedError(MsmlpError):

@@ -48,7 +48,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="seed for synthetic weights and augmented views (default 0)",
     )
+    p.add_argument(
+        "--shift",
+        choices=("slice", "plugin"),
+        default="slice",
+        help="how shifts are written: slice (Slice/Concat, runs everywhere; default) or plugin (one TensorRT "
+        "plugin node per shift, for GPU engines; verified here through its Slice/Concat lowering)",
+    )
+    p.add_argument(
+        "--no-reuse",
+        action="store_true",
+        help="re-export model.onnx even when an identical verified one is already in --out",
+    )
     q = p.add_argument_group("reduced precision")
+    bf = q.add_mutually_exclusive_group()
+    bf.add_argument(
+        "--bf16",
+        dest="bf16",
+        action="store_true",
+        default=None,
+        help="require BF16 verification on OpenVINO (default: done where OpenVINO and the CPU support it)",
+    )
+    bf.add_argument("--no-bf16", dest="bf16", action="store_false", help="skip the BF16 verification")
     q.add_argument("--fp16", action="store_true", help="also write model.fp16.onnx (ModelOpt AutoCast)")
     q.add_argument(
         "--int8", action="store_true", help="also write model.int8.onnx (ModelOpt PTQ, explicit Q/DQ)"
@@ -90,7 +111,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from msmlp.commands import parse_batch
-    from msmlp.export.pipeline import ExportOptions, run_export
+    from msmlp.pipeline import ExportOptions, run_export
     from msmlp.verify import format_cosine, format_top1
 
     options = ExportOptions(
@@ -112,16 +133,25 @@ def run(args: argparse.Namespace) -> int:
         timing_cache=args.timing_cache,
         plugins=tuple(args.plugin),
         seed=args.seed,
+        bf16=args.bf16,
+        shift=args.shift,
+        reuse=not args.no_reuse,
     )
     result = run_export(options)
-    print(f"{'artefact':<22} {'MB':>8}  verification")
-    for key, path in result.artifacts.items():
-        report = result.reports.get(key)
-        verdict = "-"
+    print(f"{'artefact':<22} {'MB':>8}  {'backend':<12} verification")
+    extra = [k for k in result.reports if k not in result.artifacts]  # e.g. bf16: model.onnx on OpenVINO
+    rows = [(result.artifacts[k], result.reports.get(k)) for k in result.artifacts]
+    rows += [(result.artifacts["fp32"], result.reports[k]) for k in extra]
+    for path, report in rows:
+        verdict = "reused (verified earlier)" if path.name in result.reused and report is None else "-"
+        backend = "-"
         if report is not None:
             s = report.summary()
+            backend = str(s.get("backend") or "-")
             cosine = format_cosine(s["cosine"])
             verdict = f"{s['precision']} ok: cosine {cosine}, max rel {s['max_rel']:.1e}, {format_top1(s)}"
-        print(f"{path.name:<22} {path.stat().st_size / 1e6:>8.1f}  {verdict}")
+        print(f"{path.name:<22} {path.stat().st_size / 1e6:>8.1f}  {backend:<12} {verdict}")
+    for step, why in result.skipped.items():
+        print(f"{step} skipped: {why}")
     print(f"written to {result.out}/ (model.json has the metadata, verify_*.json the parity reports)")
     return 0

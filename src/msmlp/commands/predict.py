@@ -1,8 +1,8 @@
-"""Print the top-k ImageNet classes for images, with PyTorch (--model) or an ONNX graph (--onnx).
+"""Print the top-k ImageNet classes for images, with PyTorch (--model) or an exported graph (--onnx).
 
 With --onnx the preprocessing comes from model.json beside the file (or from --model, which is then
-also checked against the graph). A model without a checkpoint (--model without --weights, or a graph
-exported without one) has synthetic weights: the classes it prints are meaningless, and it says so.
+also checked against the graph), and it runs on the fastest verified CPU backend unless --backend says
+otherwise. A model without a checkpoint has synthetic weights: its classes are meaningless, and it says so.
 
 examples:
   msmlp predict --onnx out/s2mlpv2_small/model.onnx photo.jpg
@@ -16,7 +16,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-HELP = "top-k ImageNet classes for images (PyTorch or ONNX Runtime)"
+from msmlp.commands.args import add_backend_args
+
+HELP = "top-k ImageNet classes for images (PyTorch, ONNX Runtime, OpenVINO or TensorRT)"
 MAX_CHUNK = 32
 
 
@@ -26,30 +28,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--model", metavar="NAME", help="registered model (PyTorch, or the expected model of --onnx)"
     )
     p.add_argument("--weights", type=Path, metavar="PATH", help="checkpoint for --model (PyTorch only)")
-    p.add_argument("--onnx", type=Path, metavar="PATH", help="ONNX graph to run on ONNX Runtime")
+    p.add_argument("--onnx", type=Path, metavar="PATH", help="exported ONNX graph")
+    p.add_argument("--engine", type=Path, metavar="PLAN", help="TensorRT plan")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of synthetic weights for --model")
     p.add_argument("--topk", type=int, default=5, metavar="K", help="classes per image (default 5)")
-    p.add_argument("--threads", type=int, metavar="N", help="ONNX Runtime intra-op threads")
     p.add_argument("--json", action="store_true", help="print JSON")
+    add_backend_args(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from msmlp.errors import InputError
+    from msmlp.commands.args import open_source
     from msmlp.data.labels import topk
     from msmlp.data.transforms import load_image, preprocess
+    from msmlp.errors import InputError
+    from msmlp.log import logger
 
-    if args.model is None and args.onnx is None:
-        raise InputError("give --model NAME or --onnx PATH")
-    if args.weights is not None and args.onnx is not None:
-        raise InputError("--weights applies to --model on PyTorch; an ONNX graph carries its own weights")
-    if args.topk < 1:
-        raise InputError(f"--topk {args.topk} must be at least 1")
+    if args.model is None and args.onnx is None and args.engine is None:
+        raise InputError("give --model NAME, --onnx PATH or --engine PLAN")
+    if not 1 <= args.topk <= 1000:
+        raise InputError(f"--topk {args.topk} must be in 1..1000")
     pictures = [load_image(p) for p in args.images]  # every image is checked before the model loads
-    backend, config, synthetic = open_for_predict(args)
+    expected = args.model if (args.onnx or args.engine) else None
+    source = argparse.Namespace(**{**vars(args), "model": None if expected else args.model})
+    backend = open_source(source).load()
+    config = config_for(backend, expected)
     with backend:
         logits = run_chunks(backend, preprocess(pictures, config))
-    if synthetic:
-        from msmlp.log import logger
-
+    if backend.info.synthetic or (args.model and not args.weights and not expected):
         logger.warning("note: synthetic weights (no checkpoint): these classes are meaningless")
     rows = [
         {"image": str(path), "predictions": [p.to_dict() for p in preds]}
@@ -65,63 +70,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def open_for_predict(args: argparse.Namespace) -> tuple[Any, Any, bool]:
-    """The backend, the preprocessing config and whether the weights are synthetic."""
-    from msmlp.models.registry import create_model, get_config
-    from msmlp.models.weights import make_contributing
+def config_for(backend: Any, expected: str | None) -> Any:
+    """Preprocessing: --model's config (checked against the file), else what the artefact records."""
+    from msmlp.errors import InputError
+    from msmlp.models.registry import get_config
 
-    if args.onnx is None:
-        from msmlp.runtime.torch_backend import TorchBackend
-
-        config = get_config(args.model)
-        if args.weights is not None:
-            return (
-                TorchBackend(create_model(args.model, pretrained=str(args.weights)), config=config),
-                config,
-                False,
-            )
-        return TorchBackend(make_contributing(create_model(args.model)), config=config), config, True
-    from msmlp.runtime.ort import OnnxRuntimeBackend
-
-    backend = OnnxRuntimeBackend(args.onnx, threads=args.threads).load()
-    if args.model is not None:
-        config = get_config(args.model)
-        backend.check_model(args.model, config)
-    else:
-        config = config_for_graph(backend)
-    weights = backend.metadata.get("weights") or {}
-    return backend, config, weights.get("source") == "synthetic"
-
-
-def config_for_graph(backend: Any) -> Any:
-    """Preprocessing for a graph: model.json's config, else the registered model it names, else its
-    input shape with the ImageNet defaults (logged, since it is a guess)."""
-    from msmlp.log import logger
-    from msmlp.models.registry import DeployConfig, get_config, list_models
-
-    recorded = backend.metadata.get("config")
-    if isinstance(recorded, dict):
-        try:
-            return DeployConfig.from_dict(recorded)
-        except TypeError:
-            logger.warning("model.json has an unreadable config; falling back to the graph")
-    if backend.model_name in list_models():
-        config = get_config(backend.model_name)
-        backend.check_model(backend.model_name, config)
+    if expected is not None:
+        config = get_config(expected)
+        backend.check_model(expected, config)
         return config
-    size = tuple(backend.input_shape[1:])
-    if len(size) != 3 or -1 in size:
-        from msmlp.errors import InputError
-
-        raise InputError(
-            f"{backend.path} has input shape {backend.input_shape}; pass --model to say which model it is"
-        )
-    logger.warning(
-        "no metadata for %s: assuming ImageNet preprocessing at %s",
-        backend.path.name,
-        "x".join(map(str, size)),
+    if backend.info.config is not None:
+        return backend.info.config
+    raise InputError(
+        f"{backend.info.artifact.path if backend.info.artifact else 'the file'} does not record its model or "
+        "preprocessing (no model.json); pass --model NAME"
     )
-    return DeployConfig(input_size=size)  # type: ignore[arg-type]
 
 
 def run_chunks(backend: Any, inputs: Any) -> Any:

@@ -13,7 +13,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -42,7 +42,11 @@ class BackendInfo:
     details: Mapping[str, Any] = field(default_factory=dict)  # providers, threads, device...
 
     def to_dict(self) -> dict[str, Any]:
-        found = {k: v for k, v in asdict(self).items() if k not in ("config", "artifact", "details")}
+        found = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("config", "artifact", "details")
+        }
         found.update(
             input_shape=list(self.input_shape),
             batch_range=list(self.batch_range),

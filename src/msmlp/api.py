@@ -1,0 +1,122 @@
+"""The Python API a service embeds: ``msmlp.export(...)`` and ``msmlp.load(...)``.
+
+Same behaviour as the CLI (same validation, same verification, same backend choice), without argparse::
+
+    import msmlp
+    result = msmlp.export("s2mlpv2_small", fp16=True)            # -> ExportResult (paths, reports)
+    predictor = msmlp.load(result.out / "model.onnx")             # fastest verified CPU backend
+    predictor.predict(["photo.jpg"])[0][0].label                  # top-5 per image
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from msmlp.artifacts import PLAN_SUFFIXES
+from msmlp.data.labels import Prediction, topk
+from msmlp.data.transforms import load_image, preprocess
+from msmlp.errors import InputError
+from msmlp.models.config import DeployConfig
+from msmlp.pipeline import ExportOptions, ExportResult, run_export
+from msmlp.runtime import open_backend
+from msmlp.runtime.base import Backend
+
+MAX_CHUNK = 32
+
+
+def export(
+    model: str,
+    *,
+    weights: str | Path | None = None,
+    out: str | Path | None = None,
+    fp16: bool = False,
+    int8: bool = False,
+    calib: str | Path | None = None,
+    batch: tuple[int, int, int] | None = None,
+    **options: Any,
+) -> ExportResult:
+    """Export, check and verify ``model`` like ``msmlp-export``; other keywords are :class:`ExportOptions` fields."""
+    return run_export(
+        ExportOptions(
+            model=model,
+            weights=Path(weights) if weights is not None else None,
+            out=Path(out) if out is not None else None,
+            fp16=fp16,
+            int8=int8,
+            calib=Path(calib) if calib is not None else None,
+            batch=batch,
+            **options,
+        )
+    )
+
+
+class Predictor:
+    """A loaded backend with its preprocessing: images in, top-k classes (or logits) out."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend.load()
+        config = backend.info.config
+        if config is None:
+            raise InputError(
+                "the file does not record its model or preprocessing (no model.json); load it by model name "
+                "or export it with msmlp-export"
+            )
+        self.config: DeployConfig = config
+
+    @property
+    def info(self) -> Any:
+        return self.backend.info
+
+    def logits(self, array: np.ndarray) -> np.ndarray:
+        """N,C,H,W float32 (already preprocessed) -> N,classes logits, in chunks the backend accepts."""
+        array = np.asarray(array, dtype=np.float32)
+        lo, hi = self.backend.batch_range
+        step = max(lo, min(hi, MAX_CHUNK))
+        outs = []
+        for start in range(0, len(array), step):
+            chunk = array[start : start + step]
+            pad = max(0, lo - len(chunk))
+            padded = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)]) if pad else chunk
+            outs.append(self.backend(padded)[: len(chunk)])
+        if not outs:
+            raise InputError("no inputs given")
+        return np.concatenate(outs)
+
+    def predict(self, images: Sequence[str | Path | bytes | Any], k: int = 5) -> list[list[Prediction]]:
+        """Image files, bytes or PIL images -> the top-``k`` classes of each."""
+        pictures = [load_image(im) if isinstance(im, (str, Path, bytes)) else im for im in images]
+        return topk(self.logits(preprocess(pictures, self.config)), k)
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def load(
+    source: str | Path,
+    *,
+    backend: str = "auto",
+    weights: str | Path | None = None,
+    threads: int | None = None,
+    precision: str | None = None,
+) -> Predictor:
+    """A registered model name (PyTorch), an exported ONNX file (the fastest verified CPU backend unless
+    ``backend`` says otherwise) or a TensorRT plan."""
+    text = str(source)
+    path = Path(text)
+    if path.suffix.lower() == ".onnx":
+        opened = open_backend(onnx=path, backend=backend, threads=threads, precision=precision)
+    elif path.suffix.lower() in PLAN_SUFFIXES:
+        opened = open_backend(engine=path, backend=backend)
+    else:
+        opened = open_backend(model=text, weights=weights, backend=backend, precision=precision)
+    return Predictor(opened)

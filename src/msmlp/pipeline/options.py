@@ -1,0 +1,143 @@
+"""What ``msmlp-export`` was asked to do, validated before any long work starts."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from msmlp.errors import ExportError, InputError
+from msmlp.models.config import DeployConfig
+
+CALIB_METHODS = ("max", "entropy")
+SHIFT_FORMS = ("slice", "plugin")
+VERIFY_BATCH = 8
+MAX_PROFILE_BATCH = 1024  # the largest batch a profile may name
+MAX_VERIFY_MIN_BATCH = 64  # verification runs at MIN: bound what that can cost
+MAX_CALIB_SIZE = 4096
+TENSORRT_MISSING = "TensorRT is not installed (pip install 'msmlp[tensorrt]' on a machine with an NVIDIA GPU)"
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What ``msmlp-export`` was asked to do; ``None`` means the default."""
+
+    model: str
+    weights: Path | None = None
+    out: Path | None = None
+    batch: tuple[int, int, int] | None = None
+    opset: int = 17
+    images: Path | None = None  # verification images; default: the built-in sample photos
+    fp16: bool = False
+    int8: bool = False
+    bf16: bool | None = None  # verify on OpenVINO BF16 too; None: where OpenVINO and the CPU support it
+    calib: Path | None = None  # calibration images; default: the built-in sample photos
+    calib_size: int = 32
+    calib_method: str = "max"
+    keep_fp32: tuple[str, ...] = ()
+    shift: str = "slice"
+    engine: bool = False  # require the TensorRT engine step
+    workspace_gib: float = 4.0
+    opt_level: int = 3
+    timing_cache: Path | None = None
+    plugins: tuple[Path, ...] = ()
+    seed: int = 0
+    reuse: bool = True  # reuse an identical verified model.onnx from an earlier run
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out or Path("out") / self.model)
+
+
+def default_batch(config: DeployConfig) -> tuple[int, int, int]:
+    """The config's min/max batch with OPT = 8 (clamped into the range)."""
+    lo, hi = config.min_batch, config.max_batch
+    return lo, min(max(VERIFY_BATCH, lo), hi), hi
+
+
+def check_options(opts: ExportOptions) -> ExportOptions:
+    """Validate everything that can be validated before spending minutes on an export."""
+    from msmlp.export.onnx import check_opset
+    from msmlp.models.registry import get_config
+
+    config = get_config(opts.model)  # unknown model: one clear line with the closest names
+    check_opset(opts.opset)
+    batch = check_profile(opts.batch) if opts.batch is not None else default_batch(config)
+    if opts.calib_method not in CALIB_METHODS:
+        raise InputError(f"--calib-method {opts.calib_method!r} is not one of {', '.join(CALIB_METHODS)}")
+    if opts.shift not in SHIFT_FORMS:
+        raise InputError(f"--shift {opts.shift!r} is not one of {', '.join(SHIFT_FORMS)}")
+    size = opts.calib_size
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_CALIB_SIZE:
+        raise InputError(f"--calib-size {size!r} must be an integer in 1..{MAX_CALIB_SIZE}")
+    if not opts.workspace_gib > 0:
+        raise InputError(f"--workspace {opts.workspace_gib!r} must be a positive number of GiB")
+    if not 0 <= opts.opt_level <= 5:
+        raise InputError(
+            f"--opt-level {opts.opt_level!r} must be in 0..5 (TensorRT builder optimisation level)"
+        )
+    for label, path in (("--weights", opts.weights), *(("--plugin", p) for p in opts.plugins)):
+        if path is not None and not Path(path).is_file():
+            raise InputError(f"{label} {str(path)!r} does not exist or is not a file")
+    _check_image_folders(opts)
+    if (opts.fp16 or opts.int8 or opts.engine) and opts.shift == "plugin":
+        raise InputError(
+            "--shift plugin writes TensorRT plugin nodes; convert the default --shift slice graph instead"
+        )
+    if opts.engine:
+        available, reason = tensorrt_status()
+        if not available:
+            raise ExportError(f"--engine was given but the engine cannot be built: {reason}")
+    check_writable_folder(opts.out_dir, "--out")
+    return replace(opts, batch=batch)
+
+
+def check_profile(batch: tuple[int, int, int]) -> tuple[int, int, int]:
+    """MIN <= OPT <= MAX, all positive, within the limits verification and engines can honour."""
+    lo, opt, hi = batch
+    if not 1 <= lo <= opt <= hi:
+        raise InputError(f"--batch {lo},{opt},{hi} must satisfy 1 <= MIN <= OPT <= MAX")
+    if hi > MAX_PROFILE_BATCH:
+        raise InputError(f"--batch MAX {hi} is above {MAX_PROFILE_BATCH}; split larger batches in the caller")
+    if lo > MAX_VERIFY_MIN_BATCH:
+        raise InputError(
+            f"--batch MIN {lo} is above {MAX_VERIFY_MIN_BATCH}: verification runs at MIN; use a smaller MIN "
+            "(e.g. 1,{opt},{hi})".replace("{opt}", str(opt)).replace("{hi}", str(hi))
+        )
+    return lo, opt, hi
+
+
+def _check_image_folders(opts: ExportOptions) -> None:
+    from msmlp.data.transforms import list_images
+
+    if opts.images is not None:
+        list_images(opts.images)  # a folder with at least one image, or one clear line
+    if opts.int8 and opts.calib is not None:
+        list_images(opts.calib)
+
+
+def check_writable_folder(folder: Path, option: str) -> None:
+    """The output folder can be created and written to (checked by writing a probe file)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{option} {str(folder)!r} is a file, not a folder; give a folder path")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".msmlp-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(
+            f"{option} {str(folder)!r} is not writable ({exc.strerror or type(exc).__name__}); "
+            "choose a folder you can write to"
+        ) from exc
+
+
+def tensorrt_status() -> tuple[bool, str]:
+    """(usable, reason); only a missing or unloadable TensorRT counts as "not installed"."""
+    try:
+        from msmlp.export.engine import tensorrt_available
+    except ImportError as exc:  # the engine module needs nothing optional at import: this is a packaging bug
+        raise ExportError(f"msmlp's engine module failed to import ({exc}); reinstall msmlp") from exc
+    return tensorrt_available()

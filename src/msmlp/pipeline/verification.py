@@ -1,0 +1,106 @@
+"""Verification steps of the export: a staged file against PyTorch FP32, on the backend it will run on.
+
+Each report is written (under the final file's name) and its table logged before a broken tolerance
+raises :class:`msmlp.errors.VerificationError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from msmlp.log import logger
+from msmlp.pipeline.options import VERIFY_BATCH
+from msmlp.verify import VerifyReport, verify, write_report
+
+if TYPE_CHECKING:
+    from msmlp.pipeline.run import _Run
+    from msmlp.runtime.base import Backend
+
+
+def verify_onnx(
+    run: _Run, stage: Path, final: Path, precision: str, images: Sequence[Path], note: str
+) -> VerifyReport:
+    """The staged graph on ONNX Runtime CPU (a plugin graph through its Slice/Concat lowering)."""
+    from msmlp.pipeline.run import describe_stage
+    from msmlp.runtime.ort import OnnxRuntimeBackend
+
+    target = stage
+    if run.opts.shift == "plugin":
+        target = _lowered_copy(stage)
+        note = (note + "; " if note else "") + "plugin nodes verified through their Slice/Concat lowering"
+    candidate = OnnxRuntimeBackend(target, artifact=describe_stage(run, target, precision))
+    report = _verify(run, candidate, images, precision, note)
+    if target != stage:
+        target.unlink(missing_ok=True)
+    report.candidate["file"] = final.name
+    return finish_report(report, final.parent / f"verify_{precision}.json")
+
+
+def verify_openvino_bf16(run: _Run, onnx: Path, images: Sequence[Path]) -> VerifyReport:
+    """The committed FP32 graph on OpenVINO with the BF16 inference hint."""
+    from msmlp.pipeline.run import describe_stage
+    from msmlp.runtime.openvino import OpenVINOBackend
+
+    candidate = OpenVINOBackend(onnx, inference_precision="bf16", artifact=describe_stage(run, onnx, "bf16"))
+    report = _verify(run, candidate, images, "bf16", "")
+    report.candidate["file"] = onnx.name
+    return finish_report(report, onnx.parent / "verify_bf16.json")
+
+
+def verify_engine(run: _Run, plan: Path, precision: str) -> VerifyReport:
+    from msmlp.pipeline.images import int8_image_split, verification_images
+    from msmlp.runtime.trt import TensorRTBackend
+
+    images = (
+        verification_images(run.opts.images)
+        if precision != "int8"
+        else int8_image_split(run.opts.calib, run.opts.images)[1]
+    )
+    candidate = TensorRTBackend(plan, expected_model=run.opts.model)
+    report = _verify(run, candidate, images, precision, "")
+    return finish_report(report, plan.parent / f"verify_{precision}_engine.json")
+
+
+def _verify(run: _Run, candidate: Backend, images: Sequence[Path], precision: str, note: str) -> VerifyReport:
+    from msmlp.runtime.torch_backend import TorchBackend
+
+    with TorchBackend(run.model, config=run.config) as reference, candidate:
+        return verify(
+            reference,
+            candidate,
+            images,
+            precision,
+            verify_batch_sizes(run.opts.batch),  # type: ignore[arg-type]
+            config=run.config,
+            seed=run.opts.seed,
+            note=note,
+            raise_on_failure=False,
+        )
+
+
+def finish_report(report: VerifyReport, path: Path) -> VerifyReport:
+    """Write the report, log its table, then raise VerificationError if a tolerance broke."""
+    write_report(report, path)
+    for line in report.table().splitlines():
+        logger.info("    %s", line)
+    report.raise_if_failed(path)
+    return report
+
+
+def verify_batch_sizes(batch: Sequence[int]) -> list[int]:
+    """Batch 1 and 8, moved into the profile (e.g. 4 and 8 for 4,8,16; 1 and 4 for 1,2,4)."""
+    lo, _, hi = batch
+    return sorted({lo, min(max(VERIFY_BATCH, lo), hi)})
+
+
+def _lowered_copy(stage: Path) -> Path:
+    """A copy of a plugin graph with each plugin node replaced by its Slice/Concat equivalent."""
+    import onnx
+
+    from msmlp.plugins.onnx_nodes import lower_plugin_nodes
+
+    lowered = stage.with_name(stage.name.replace(".unverified", ".lowered"))
+    onnx.save(lower_plugin_nodes(onnx.load(str(stage))), str(lowered))
+    return lowered
