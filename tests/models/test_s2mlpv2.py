@@ -39,6 +39,22 @@ def test_split_attention_weights_sum_to_one_per_channel():
     torch.testing.assert_close(attn((same, same, same)), same, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(1, 4, 4, 32), (3, 5, 7, 32), (2, 16, 16, 32)])
+def test_split_attention_deployment_form_equals_reference_bit_for_bit(shape):
+    torch.manual_seed(0)
+    attn = SplitAttention(32)
+    xs = [torch.randn(shape) for _ in range(3)]
+    with torch.no_grad():
+        assert torch.equal(attn.forward_deploy(xs), attn.forward_reference(xs))
+
+
+def test_models_use_the_deployment_form_unless_asked_for_the_reference():
+    sliced = msmlp.create_model("s2mlpv2_micro")
+    reference = msmlp.create_model("s2mlpv2_micro", shift_form="reference")
+    assert all(b.mix.attn.deploy for s in sliced.stages for b in s.blocks)
+    assert not any(b.mix.attn.deploy for s in reference.stages for b in s.blocks)
+
+
 def test_reference_and_sliced_shift_forms_agree(contributing):
     a = contributing("s2mlpv2_micro", shift_form="sliced")
     b = contributing("s2mlpv2_micro", shift_form="reference")

@@ -14,7 +14,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from msmlp.models.layers import SHIFT1, SHIFT2, check_shift_form, edge_shift_reference, edge_shift_sliced
+from msmlp.models.layers import (
+    SHIFT1,
+    SHIFT2,
+    check_shift_form,
+    edge_shift_reference,
+    edge_shift_sliced,
+    fused,
+)
 from msmlp.models.registry import DeployConfig, register_model
 
 PAPER = "Yu et al. 2021, arXiv 2108.01072"
@@ -22,20 +29,43 @@ LN_EPS = 1e-6
 
 
 class SplitAttention(nn.Module):
-    """ResNeSt-style attention over k branches: softmax across branches of an MLP of the pooled sum."""
+    """ResNeSt-style attention over k branches: softmax across branches of an MLP of the pooled sum.
 
-    def __init__(self, dim: int, branches: int = 3) -> None:
+    Two forms compute the same values. The *reference* form stacks the branches and reduces over the
+    stack, as the paper's formula reads; exported, that copies every branch into one tensor and then
+    runs a strided ReduceSum. The *deployment* form (``deploy=True``, the default) adds the branches
+    where they are, so the graph holds only Add and Mul.
+    """
+
+    def __init__(self, dim: int, branches: int = 3, deploy: bool = True) -> None:
         super().__init__()
         self.branches = branches
+        self.deploy = deploy
         self.fc1 = nn.Linear(dim, dim // 4, bias=False)
         self.fc2 = nn.Linear(dim // 4, dim * branches, bias=False)
 
+    def branch_weights(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Softmax weights (N, k, C) from the token mean of the branch sum (N, C)."""
+        n, c = pooled.shape
+        return self.fc2(F.gelu(self.fc1(pooled))).reshape(n, self.branches, c).softmax(1)
+
     def forward(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
-        n, c = xs[0].shape[0], xs[0].shape[-1]
+        return self.forward_deploy(xs) if self.deploy else self.forward_reference(xs)
+
+    def forward_reference(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
         stacked = torch.stack(tuple(xs), 1)  # N, k, H, W, C
-        a = stacked.sum(1).mean((1, 2))  # N, C
-        w = self.fc2(F.gelu(self.fc1(a))).reshape(n, self.branches, c).softmax(1)
+        w = self.branch_weights(stacked.sum(1).mean((1, 2)))
         return (stacked * w[:, :, None, None, :]).sum(1)
+
+    def forward_deploy(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
+        total = xs[0]
+        for x in xs[1:]:
+            total = total + x
+        w = self.branch_weights(total.mean((1, 2)))[:, :, None, None, :].unbind(1)  # k x (N, 1, 1, C)
+        out = xs[0] * w[0]
+        for x, wi in zip(xs[1:], w[1:]):
+            out = out + x * wi
+        return out
 
 
 class S2Mix(nn.Module):
@@ -43,14 +73,20 @@ class S2Mix(nn.Module):
 
     def __init__(self, dim: int, shift_form: str = "sliced") -> None:
         super().__init__()
-        self.shift = edge_shift_sliced if check_shift_form(shift_form) == "sliced" else edge_shift_reference
+        self.deploy = check_shift_form(shift_form) == "sliced"
+        self.shift = edge_shift_sliced if self.deploy else edge_shift_reference
         self.proj_in = nn.Linear(dim, 3 * dim)
-        self.attn = SplitAttention(dim, 3)
+        self.attn = SplitAttention(dim, 3, deploy=self.deploy)
         self.proj_out = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x1, x2, x3 = self.proj_in(x).chunk(3, -1)
-        return self.proj_out(self.attn((self.shift(x1, SHIFT1), self.shift(x2, SHIFT2), x3)))
+        y = self.proj_in(x)
+        fused_mix = fused("split_attention", y) if self.deploy else None
+        if fused_mix is not None:  # shifts and weighted sum in one pass over y (CUDA)
+            return self.proj_out(fused_mix(y, self.attn))
+        x1, x2, x3 = y.chunk(3, -1)
+        shift = (fused("edge_shift", y) if self.deploy else None) or self.shift
+        return self.proj_out(self.attn((shift(x1, SHIFT1), shift(x2, SHIFT2), x3)))
 
 
 class Mlp(nn.Module):
