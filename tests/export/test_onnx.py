@@ -14,7 +14,8 @@ import msmlp
 from msmlp.errors import ExportError, InputError
 from msmlp.export import onnx as onnx_export
 from msmlp.export.check import op_counts
-from msmlp.export.onnx import check_batch, clean_graph, export_onnx, sum_stacked_branches, trace_to_onnx
+from msmlp.export.onnx import check_batch, clean_graph, export_onnx, trace_to_onnx
+from msmlp.plugins import lower_plugin_nodes
 from msmlp.verify import compare
 
 MICRO = ["msmlp_micro", "s2mlpv2_micro"]
@@ -158,68 +159,69 @@ def test_graph_over_the_protobuf_limit_gets_one_data_file(exported, tmp_path, mo
     assert compare(torch_logits(model, x), run_onnx(target, x)).max_rel <= 1e-4
 
 
-def test_stacked_branch_sums_become_sum_nodes_with_equal_outputs(contributing):
-    name = "s2mlpv2_micro"
+def test_split_attention_exports_without_a_stacked_reduction(exported):
+    """The model's deployment form adds the branches where they are: no stack (Concat of Unsqueeze)
+    and no ReduceSum over a branch axis reach the graph."""
+    graph = onnx.load(exported["s2mlpv2_micro"][0])
+    assert "ReduceSum" not in op_counts(graph)
+    producers = {o: n for n in graph.graph.node for o in n.output}
+    for node in graph.graph.node:
+        if node.op_type == "Concat":
+            assert not any(producers.get(i) and producers[i].op_type == "Unsqueeze" for i in node.input)
+
+
+PLUGIN_NODES = {"msmlp_micro": ("GroupRoll", 8), "s2mlpv2_micro": ("EdgeShift", 8)}
+
+
+@pytest.mark.parametrize("name", MICRO)
+def test_plugin_export_writes_one_plugin_node_per_shift(contributing, tmp_path, name):
     config = msmlp.get_config(name)
-    cleaned = clean_graph(trace_to_onnx(contributing(name), config=config, opset=17))
-    before = cleaned.SerializeToString()
-    # 2 stages x 2 blocks x (plain sum + weighted sum) in the split attention
-    assert sum_stacked_branches(cleaned) == 8
-    counts, old_counts = op_counts(cleaned), op_counts(onnx.ModelProto.FromString(before))
-    assert old_counts["ReduceSum"] == 8 and "ReduceSum" not in counts and counts["Sum"] == 8
-    assert counts["Concat"] == old_counts["Concat"] - 4  # the stacks of the 4 blocks are gone
-    onnx.checker.check_model(cleaned)
-    for batch in (1, 3):
-        x = np.random.default_rng(batch).standard_normal((batch, *config.input_size), dtype=np.float32)
-        np.testing.assert_allclose(
-            run_onnx(cleaned.SerializeToString(), x), run_onnx(before, x), rtol=0, atol=1e-5
+    graph = onnx.load(export_onnx(contributing(name), tmp_path / "p.onnx", config=config, shift="plugin"))
+    op, count = PLUGIN_NODES[name]
+    nodes = [n for n in graph.graph.node if n.domain == "msmlp"]
+    assert len(nodes) == count and {n.op_type for n in nodes} == {op}
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in nodes[0].attribute}
+    assert attrs["plugin_namespace"] == b"msmlp" and attrs["aot"] == 1
+    if op == "GroupRoll":
+        assert attrs["chunks"] == [4] * 5 and attrs["shifts"] == [-2, -1, 0, 1, 2] and attrs["axis"] in (2, 3)
+    else:
+        assert attrs["pattern"] in (1, 2)
+    assert {(o.domain, o.version) for o in graph.opset_import} == {("", 17), ("msmlp", 1)}
+    assert {p.key: p.value for p in graph.metadata_props}["msmlp.shift"] == "plugin"
+    assert not {"Slice", "ScatterND"} & set(op_counts(graph)) or op == "EdgeShift"
+
+
+@pytest.mark.parametrize("name", MICRO)
+def test_lowered_plugin_graph_equals_the_slice_graph(contributing, tmp_path, exported, image_paths, name):
+    """Plugin nodes lowered back to Slice/Concat give the slice export's outputs exactly (for S2-MLPv2
+    its very op counts; MS-MLP's lowering rolls the whole tensor, the slice form group by group)."""
+    config = msmlp.get_config(name)
+    plugin = onnx.load(export_onnx(contributing(name), tmp_path / "p.onnx", config=config, shift="plugin"))
+    lowered = lower_plugin_nodes(plugin)
+    sliced = onnx.load(exported[name][0])
+    assert not any(n.domain == "msmlp" for n in lowered.graph.node)
+    counts = op_counts(lowered)
+    del counts["Constant"]
+    if name.startswith("s2mlpv2"):
+        assert counts == op_counts(sliced)
+    from PIL import Image
+
+    size = config.input_size[1:]
+    photos = [np.asarray(Image.open(p).convert("RGB").resize(size), np.float32) / 255 for p in image_paths]
+    x = np.stack(photos).transpose(0, 3, 1, 2).copy()
+    x = (x - 0.45) / 0.25
+    for batch in (x[:1], x):
+        np.testing.assert_array_equal(
+            run_onnx(lowered.SerializeToString(), batch), run_onnx(exported[name][0], batch)
         )
 
 
-def stack_and_reduce(weighted: bool, unsqueeze_axis: int = 1, keepdims: int = 0) -> onnx.ModelProto:
-    """xs (N,4,5) x3 -> stack on axis 1 -> [* w (N,3,1,5)] -> ReduceSum over axis 1."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    xs = [helper.make_tensor_value_info(f"x{i}", TensorProto.FLOAT, ["N", 4, 5]) for i in range(3)]
-    w = helper.make_tensor_value_info("w", TensorProto.FLOAT, ["N", 3, 1, 5])
-    axes = numpy_helper.from_array(np.array([unsqueeze_axis], np.int64), "u_axes")
-    red = numpy_helper.from_array(np.array([1], np.int64), "r_axes")
-    nodes = [helper.make_node("Unsqueeze", [f"x{i}", "u_axes"], [f"u{i}"]) for i in range(3)]
-    nodes.append(helper.make_node("Concat", ["u0", "u1", "u2"], ["stack"], axis=unsqueeze_axis))
-    if weighted:
-        nodes.append(helper.make_node("Mul", ["stack", "w"], ["prod"]))
-    nodes.append(
-        helper.make_node("ReduceSum", ["prod" if weighted else "stack", "r_axes"], ["y"], keepdims=keepdims)
-    )
-    out_shape = ["N", 4, 5] if keepdims == 0 else ["N", 1, 4, 5]
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)
-    graph = helper.make_graph(nodes, "g", [*xs, w] if weighted else xs, [y], [axes, red])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    return onnx.shape_inference.infer_shapes(model)
-
-
-def run_graph(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> np.ndarray:
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, {k: v for k, v in feeds.items() if k in {i.name for i in session.get_inputs()}})[
-        0
-    ]
-
-
-def test_weighted_branch_sum_is_rewritten_exactly():
-    rng = np.random.default_rng(0)
-    feeds = {f"x{i}": rng.standard_normal((2, 4, 5), dtype=np.float32) for i in range(3)}
-    feeds["w"] = rng.standard_normal((2, 3, 1, 5), dtype=np.float32)
-    model = stack_and_reduce(weighted=True)
-    assert sum_stacked_branches(model) == 1
-    assert op_counts(model) == {"Split": 1, "Squeeze": 3, "Mul": 3, "Sum": 1}
-    expected = sum(feeds[f"x{i}"] * feeds["w"][:, i] for i in range(3))
-    np.testing.assert_allclose(run_graph(model, feeds), expected, rtol=1e-6, atol=1e-6)
-
-
-@pytest.mark.parametrize("variant", [{"unsqueeze_axis": 2}, {"keepdims": 1}])
-def test_look_alike_reductions_are_left_alone(variant):
-    """Stacked on another axis than the one reduced, or keeping the reduced axis: not the pattern."""
-    model = stack_and_reduce(weighted=False, **variant)
-    before = model.SerializeToString()
-    assert sum_stacked_branches(model) == 0
-    assert model.SerializeToString() == before
+def test_unknown_shift_export_is_refused(contributing, tmp_path):
+    with pytest.raises(InputError, match="shift export 'trt' is unknown; use 'slice'"):
+        export_onnx(
+            contributing("msmlp_micro"),
+            tmp_path / "m.onnx",
+            config=msmlp.get_config("msmlp_micro"),
+            shift="trt",
+        )
+    assert not list(tmp_path.iterdir())

@@ -3,8 +3,10 @@
 The TorchScript exporter (``dynamo=False``) is used because it is fast (seconds, not minutes) and
 handles a dynamic batch on every model here; it leaves Shape/Gather/Unsqueeze chains for every size
 the tracer saw, which :func:`clean_graph` folds away with onnxslim (constant folding, dead-node and
-Identity removal). :func:`rewrite_graph` then applies small find-check-rewrite rules that make the
-graph faster to run without changing what it computes. The spatial size stays fixed by the model's :class:`DeployConfig`; only axis 0,
+Identity removal). The models already trace to their deployment form (shifts and split attention from
+Slice/Concat/Add/Mul), so no graph rewrite is needed. With ``shift="plugin"`` each whole-tensor shift
+becomes one TensorRT plugin node instead (see :mod:`msmlp.plugins.onnx_nodes`).
+The spatial size stays fixed by the model's :class:`DeployConfig`; only axis 0,
 named ``batch``, varies. Weights are stored inline, so ``model.onnx`` is the whole artefact, unless the
 graph exceeds protobuf's 2 GB limit.
 """
@@ -12,11 +14,9 @@ graph exceeds protobuf's 2 GB limit.
 from __future__ import annotations
 
 import io
-import math
 import warnings
-from collections import deque
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import onnx
@@ -27,7 +27,9 @@ from msmlp.errors import ExportError, InputError
 from msmlp.export.check import op_counts
 from msmlp.fileio import atomic_path
 from msmlp.log import logger
+from msmlp.models.layers import edge_shift_sliced, roll_sliced, shift_override
 from msmlp.models.registry import DeployConfig
+from msmlp.plugins.onnx_nodes import EDGE_SHIFT, GROUP_ROLL, NAMESPACE, PATTERNS, pattern_id
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 17  # LayerNormalization is a single node from opset 17 on
@@ -35,8 +37,8 @@ MAX_OPSET = 20  # the highest opset the TorchScript exporter writes
 BATCH_DIM = "batch"
 TRACE_BATCH = 2  # not 1, so that no size-1 broadcast is baked into the trace
 PROTOBUF_LIMIT = 2**31 - 1
-SMALL_CONSTANT = 16  # elements: the axes and split sizes that rewrite rules read
 META_PREFIX = "msmlp."
+SHIFT_EXPORTS = ("slice", "plugin")
 
 
 def export_onnx(
@@ -48,21 +50,26 @@ def export_onnx(
     batch: Sequence[int] = (1, 8, 64),
     cleanup: bool = True,
     model_name: str | None = None,
+    shift: str = "slice",
 ) -> Path:
     """Export ``model`` to ``path`` (written atomically) and return the path.
 
     ``batch`` is the (min, opt, max) profile recorded in the graph's metadata; the graph itself
     accepts any batch size. ``cleanup=False`` keeps the raw exporter output (for comparisons).
+    ``shift="plugin"`` writes each shift as one TensorRT plugin node (the engine build must call
+    :func:`msmlp.plugins.register_trt_plugins`); ONNX Runtime runs such a graph only after
+    :func:`msmlp.plugins.lower_plugin_nodes`.
     """
     check_opset(opset)
     batch = check_batch(batch)
+    check_shift_export(shift)
     name = model_name or getattr(model, "model_name", None) or type(model).__name__
-    graph = trace_to_onnx(model, config=config, opset=opset)
+    graph = trace_to_onnx(model, config=config, opset=opset, shift=shift)
     if cleanup:
         graph = clean_graph(graph)
-        rewrite_graph(graph)
     set_batch_axis(graph, BATCH_DIM)
-    set_metadata(graph, {"model": name, "batch": ",".join(map(str, batch)), "input_size": config.input_size})
+    meta = {"model": name, "batch": ",".join(map(str, batch)), "input_size": config.input_size}
+    set_metadata(graph, {**meta, "shift": shift} if shift != "slice" else meta)
     try:
         onnx.checker.check_model(graph)
     except onnx.checker.ValidationError as exc:
@@ -91,14 +98,27 @@ def check_batch(batch: Sequence[int]) -> tuple[int, int, int]:
     return values  # type: ignore[return-value]
 
 
-def trace_to_onnx(model: nn.Module, *, config: DeployConfig, opset: int) -> onnx.ModelProto:
+def check_shift_export(shift: str) -> str:
+    if shift not in SHIFT_EXPORTS:
+        raise InputError(
+            f"shift export {shift!r} is unknown; use 'slice' (Slice/Concat, runs anywhere) or 'plugin' "
+            "(one TensorRT plugin node per shift)"
+        )
+    return shift
+
+
+def trace_to_onnx(
+    model: nn.Module, *, config: DeployConfig, opset: int, shift: str = "slice"
+) -> onnx.ModelProto:
     """Run the TorchScript exporter in memory; its tracer warnings go to the debug log."""
     model = model.eval()
     gen = torch.Generator().manual_seed(0)
     example = torch.randn((TRACE_BATCH, *config.input_size), generator=gen)
     buffer = io.BytesIO()
     axes = {config.input_name: {0: BATCH_DIM}, config.output_name: {0: BATCH_DIM}}
-    with _quiet_exporter():
+    plugin = check_shift_export(shift) == "plugin"
+    forms = {"group_roll": _GroupRollNode.apply, "edge_shift": _edge_shift_node} if plugin else {}
+    with _quiet_exporter(), shift_override(**forms) if plugin else nullcontext():
         try:
             torch.onnx.export(
                 model,
@@ -110,10 +130,56 @@ def trace_to_onnx(model: nn.Module, *, config: DeployConfig, opset: int) -> onnx
                 output_names=[config.output_name],
                 dynamic_axes=axes,
                 do_constant_folding=True,
+                custom_opsets={NAMESPACE: 1} if plugin else None,
             )
         except Exception as exc:  # the exporter raises many types; the user needs the first line
             raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: {_first_line(exc)}") from None
     return onnx.load_from_string(buffer.getvalue())
+
+
+class _GroupRollNode(torch.autograd.Function):
+    """Export-time form of MS-MLP's grouped roll: computes it eagerly, traces to one plugin node."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, chunks: Sequence[int], shifts: Sequence[int], dim: int) -> torch.Tensor:
+        groups = torch.split(x, list(chunks), 1)
+        return torch.cat([roll_sliced(g, s, dim) for g, s in zip(groups, shifts)], 1)
+
+    @staticmethod
+    def symbolic(g, x, chunks: Sequence[int], shifts: Sequence[int], dim: int):
+        node = g.op(
+            f"{NAMESPACE}::{GROUP_ROLL}",
+            x,
+            chunks_i=list(chunks),
+            shifts_i=list(shifts),
+            axis_i=dim,
+            plugin_namespace_s=NAMESPACE,
+            aot_i=1,
+        )
+        return node.setType(x.type())
+
+
+class _EdgeShiftNode(torch.autograd.Function):
+    """Export-time form of S2-MLPv2's edge-replicating shift: one plugin node per branch."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, pattern: int) -> torch.Tensor:
+        return edge_shift_sliced(x, PATTERNS[pattern])
+
+    @staticmethod
+    def symbolic(g, x, pattern: int):
+        node = g.op(
+            f"{NAMESPACE}::{EDGE_SHIFT}",
+            x,
+            pattern_i=pattern,
+            plugin_namespace_s=NAMESPACE,
+            aot_i=1,
+        )
+        return node.setType(x.type())
+
+
+def _edge_shift_node(x: torch.Tensor, pattern: Sequence[tuple[int, int]]) -> torch.Tensor:
+    return _EdgeShiftNode.apply(x, pattern_id(pattern))
 
 
 def clean_graph(graph: onnx.ModelProto) -> onnx.ModelProto:
@@ -131,197 +197,6 @@ def clean_graph(graph: onnx.ModelProto) -> onnx.ModelProto:
         raise ExportError("graph cleanup (onnxslim) returned no model")
     logger.debug("cleanup: %d -> %d nodes", before, sum(op_counts(cleaned).values()))
     return cleaned
-
-
-def rewrite_graph(graph: onnx.ModelProto) -> dict[str, int]:
-    """Apply every rewrite rule in :data:`REWRITES` (in place); returns how often each one fired."""
-    fired = {rule.__name__: rule(graph) for rule in REWRITES}
-    logger.debug("rewrites: %s", fired)
-    return fired
-
-
-def sum_stacked_branches(graph: onnx.ModelProto) -> int:
-    """Rewrite ``ReduceSum(stack(x_1..x_k) [* w], axis)`` as ``Sum(x_1 [* w_1], ..., x_k [* w_k])``.
-
-    S2-MLPv2's split attention stacks its three branches (``torch.stack(xs, 1)``: Unsqueeze x3 + Concat)
-    and reduces over the stack, plain and weighted. That copies every branch into one tensor and then
-    runs a strided reduction, which ONNX Runtime does slowly at small batch (12% of S2-MLPv2-Small's time
-    at batch 1); ``Sum`` reads the branches where they are. Returns the number of ReduceSum nodes rewritten.
-    """
-    g = _GraphIndex(graph)
-    rewritten = 0
-    for node in list(graph.graph.node):
-        if node.op_type != "ReduceSum" or _attr(node, "keepdims", 1) != 0:
-            continue
-        axes = g.constant(node.input[1]) if len(node.input) > 1 else None
-        source = g.producer(node.input[0])
-        if axes is None or axes.size != 1 or source is None:
-            continue
-        if source.op_type == "Concat":
-            branches = g.stacked_branches(source, int(axes[0]))
-            terms = branches
-            new_nodes: list[onnx.NodeProto] = []
-        elif source.op_type == "Mul":
-            terms, new_nodes = g.weighted_terms(source, int(axes[0]), node.name or node.output[0])
-        else:
-            continue
-        if not terms:
-            continue
-        g.replace(
-            node,
-            [*new_nodes, onnx.helper.make_node("Sum", terms, list(node.output), name=f"{node.name}_sum")],
-        )
-        rewritten += 1
-    if rewritten:
-        g.prune_and_sort()
-    return rewritten
-
-
-class _GraphIndex:
-    """Producers, consumers, constants and ranks of one graph, for small find-check-rewrite rules."""
-
-    def __init__(self, graph: onnx.ModelProto) -> None:
-        from onnx import numpy_helper
-
-        self.graph = graph
-        small = (t for t in graph.graph.initializer if math.prod(t.dims) <= SMALL_CONSTANT)
-        self.constants = {t.name: numpy_helper.to_array(t) for t in small}
-        for node in graph.graph.node:
-            if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-                self.constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
-        self.producers = {o: n for n in graph.graph.node for o in n.output}
-        values = (*graph.graph.value_info, *graph.graph.input, *graph.graph.output)
-        self.shapes = {
-            v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
-            for v in values
-            if v.type.tensor_type.HasField("shape")
-        }
-
-    def producer(self, name: str) -> onnx.NodeProto | None:
-        return self.producers.get(name)
-
-    def constant(self, name: str):
-        return self.constants.get(name)
-
-    def stacked_branches(self, concat: onnx.NodeProto, axis: int) -> list[str]:
-        """The x_i of ``Concat(Unsqueeze(x_i, axis), ..., axis)``, or [] if it is not that pattern."""
-        rank = len(self.shapes.get(concat.output[0], []))
-        if not rank or _attr(concat, "axis", None) is None or _attr(concat, "axis") % rank != axis % rank:
-            return []
-        branches = []
-        for name in concat.input:
-            unsqueeze = self.producer(name)
-            axes = (
-                self.constant(unsqueeze.input[1])
-                if unsqueeze is not None and unsqueeze.op_type == "Unsqueeze"
-                else None
-            )
-            if axes is None or axes.size != 1 or int(axes[0]) % rank != axis % rank:
-                return []
-            branches.append(unsqueeze.input[0])
-        return branches
-
-    def weighted_terms(
-        self, mul: onnx.NodeProto, axis: int, tag: str
-    ) -> tuple[list[str], list[onnx.NodeProto]]:
-        """For ``Mul(stack(x_i), w)`` with w of the same rank and k entries on ``axis``: the names of
-        ``x_i * squeeze(w_i)`` and the Split/Squeeze/Mul nodes that compute them."""
-        for stacked, weights in ((mul.input[0], mul.input[1]), (mul.input[1], mul.input[0])):
-            concat = self.producer(stacked)
-            branches = (
-                self.stacked_branches(concat, axis)
-                if concat is not None and concat.op_type == "Concat"
-                else []
-            )
-            w_shape = self.shapes.get(weights)
-            if not branches or w_shape is None or len(w_shape) != len(self.shapes[stacked]):
-                continue
-            if w_shape[axis] != len(branches):
-                continue
-            k = len(branches)
-            sizes, axes = self.add_constant(f"{tag}_split", [1] * k), self.add_constant(f"{tag}_axis", [axis])
-            parts = [f"{tag}_w{i}" for i in range(k)]
-            nodes = [onnx.helper.make_node("Split", [weights, sizes], parts, axis=axis, name=f"{tag}_split")]
-            terms = []
-            for i, (x, part) in enumerate(zip(branches, parts)):
-                nodes.append(
-                    onnx.helper.make_node("Squeeze", [part, axes], [f"{part}_sq"], name=f"{tag}_squeeze{i}")
-                )
-                nodes.append(
-                    onnx.helper.make_node("Mul", [x, f"{part}_sq"], [f"{tag}_term{i}"], name=f"{tag}_mul{i}")
-                )
-                terms.append(f"{tag}_term{i}")
-            return terms, nodes
-        return [], []
-
-    def add_constant(self, name: str, values: list[int]) -> str:
-        import numpy as np
-        from onnx import numpy_helper
-
-        if name not in self.constants:
-            self.graph.graph.initializer.append(numpy_helper.from_array(np.asarray(values, np.int64), name))
-            self.constants[name] = np.asarray(values, np.int64)
-        return name
-
-    def replace(self, old: onnx.NodeProto, new: list[onnx.NodeProto]) -> None:
-        nodes = self.graph.graph.node
-        index = list(nodes).index(old)
-        del nodes[index]
-        for offset, node in enumerate(new):
-            nodes.insert(index + offset, node)
-
-    def prune_and_sort(self) -> None:
-        """Drop what no output depends on (nodes, initializers, shape records), then sort topologically."""
-        graph = self.graph.graph
-        needed = {o.name for o in graph.output}
-        live: list[onnx.NodeProto] = []
-        for node in reversed(graph.node):
-            if any(o in needed for o in node.output):
-                live.append(node)
-                needed.update(i for i in node.input if i)
-        ordered = _toposort(live[::-1], {i.name for i in graph.input} | {t.name for t in graph.initializer})
-        del graph.node[:]
-        graph.node.extend(ordered)
-        produced = {o for n in ordered for o in n.output}
-        for field, keep in (("initializer", needed), ("value_info", produced)):
-            entries = [e for e in getattr(graph, field) if e.name in keep]
-            del getattr(graph, field)[:]
-            getattr(graph, field).extend(entries)
-
-
-def _toposort(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.NodeProto]:
-    """Kahn's algorithm over tensor names; keeps the given order among nodes that are ready together."""
-    producer = {o: i for i, n in enumerate(nodes) for o in n.output}
-    waiting = [len({producer[t] for t in n.input if t in producer}) for n in nodes]
-    users: dict[int, list[int]] = {}
-    for i, node in enumerate(nodes):
-        for j in {producer[t] for t in node.input if t in producer}:
-            users.setdefault(j, []).append(i)
-    ready = deque(i for i, count in enumerate(waiting) if count == 0)
-    order: list[int] = []
-    while ready:
-        i = ready.popleft()
-        order.append(i)
-        for j in users.get(i, []):
-            waiting[j] -= 1
-            if waiting[j] == 0:
-                ready.append(j)
-    missing = {t for n in nodes for t in n.input if t and t not in producer and t not in available}
-    if len(order) != len(nodes) or missing:
-        raise ExportError(
-            f"graph rewrite left a cycle or missing inputs {sorted(missing)[:3]}; please report this bug"
-        )
-    return [nodes[i] for i in order]
-
-
-REWRITES = (sum_stacked_branches,)
-
-
-def _attr(node: onnx.NodeProto, name: str, default: object = None) -> object:
-    for attribute in node.attribute:
-        if attribute.name == name:
-            return onnx.helper.get_attribute_value(attribute)
-    return default
 
 
 def set_batch_axis(graph: onnx.ModelProto, name: str = BATCH_DIM) -> None:

@@ -5,11 +5,17 @@ MS-MLP, in-place slice assignment for S2-MLPv2); exported to ONNX these become R
 graphs (Slice chains for roll in some exporters, ScatterND for slice assignment). The *deployment* form
 computes the same values from slicing and concatenation only, so the ONNX graph holds Slice/Concat,
 which TensorRT fuses into plain copies. Models use the deployment form unless told otherwise.
+
+A third form of the whole-tensor shifts is a fused kernel. This module only keeps the slots:
+:mod:`msmlp.plugins` registers its CUDA kernels here (models never import plugins), and the ONNX export
+installs an export-time form for ``shift="plugin"`` through :func:`shift_override`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 import torch.nn as nn
@@ -68,7 +74,7 @@ def edge_shift_reference(x: torch.Tensor, pattern: Sequence[tuple[int, int]] = S
 
 
 def _edge_shift_one(x: torch.Tensor, axis: int, step: int) -> torch.Tensor:
-    n = x.shape[axis]
+    n = int(x.shape[axis])  # static sizes: the tracer records constants, not shape arithmetic
     if n == 1:
         return x
     if step > 0:  # row 0 stays, row i takes row i-1
@@ -78,7 +84,7 @@ def _edge_shift_one(x: torch.Tensor, axis: int, step: int) -> torch.Tensor:
 
 def edge_shift_sliced(x: torch.Tensor, pattern: Sequence[tuple[int, int]] = SHIFT1) -> torch.Tensor:
     """The same shift from Slice and Concat only (no scatter), for export."""
-    b = quarter_bounds(x.shape[-1], len(pattern))
+    b = quarter_bounds(int(x.shape[-1]), len(pattern))
     parts = []
     for g, (axis, step) in enumerate(pattern):
         if b[g + 1] > b[g]:
@@ -95,6 +101,44 @@ def check_shift_form(form: str) -> str:
     if form not in SHIFT_FORMS:
         raise ValueError(f"shift_form must be one of {SHIFT_FORMS}, got {form!r}")
     return form
+
+
+# --------------------------------------------------------------------------------- fused shift slots
+
+# name -> implementation: "group_roll" (x, chunks, shifts, dim), "edge_shift" (x, pattern),
+# "split_attention" (y, attn) where y holds the three S2-MLPv2 branches side by side on the last axis.
+FUSED_NAMES = ("group_roll", "edge_shift", "split_attention")
+_cuda_kernels: dict[str, Callable[..., torch.Tensor]] = {}
+_override: ContextVar[dict[str, Callable[..., torch.Tensor]] | None] = ContextVar(
+    "shift_override", default=None
+)
+
+
+def register_cuda_kernel(name: str, fn: Callable[..., torch.Tensor]) -> None:
+    """Let the deployment form run ``fn`` for CUDA tensors (called by :mod:`msmlp.plugins`)."""
+    if name not in FUSED_NAMES:
+        raise ValueError(f"unknown fused shift {name!r}; expected one of {FUSED_NAMES}")
+    _cuda_kernels[name] = fn
+
+
+@contextmanager
+def shift_override(**fns: Callable[..., torch.Tensor]) -> Iterator[None]:
+    """Within the block, deployment-form modules call these instead (export traces plugin nodes so)."""
+    token = _override.set(fns)
+    try:
+        yield
+    finally:
+        _override.reset(token)
+
+
+def fused(name: str, x: torch.Tensor) -> Callable[..., torch.Tensor] | None:
+    """The fused implementation of ``name`` to use for ``x``, or None for the Slice/Concat form."""
+    active = _override.get()
+    if active is not None:
+        return active.get(name)
+    if x.is_cuda and not torch.jit.is_tracing():
+        return _cuda_kernels.get(name)
+    return None
 
 
 # ----------------------------------------------------------------------------------------- norms

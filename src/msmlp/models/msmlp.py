@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn as nn
 
-from msmlp.models.layers import check_shift_form, roll_reference, roll_sliced
+from msmlp.models.layers import check_shift_form, fused, roll_reference, roll_sliced
 from msmlp.models.registry import DeployConfig, register_model
 
 PAPER = "Zheng et al. 2022, arXiv 2202.06510"
@@ -51,8 +51,9 @@ class MixShiftBlock(nn.Module):
         self.chunks = chunk_sizes(dim, len(shift_dist))
         if len(self.chunks) != len(shift_dist):
             raise ValueError(f"dim {dim} is too small to split into {len(shift_dist)} channel groups")
+        self.deploy = check_shift_form(shift_form) == "sliced"
         self.roll: Callable[[torch.Tensor, int, int], torch.Tensor] = (
-            roll_sliced if check_shift_form(shift_form) == "sliced" else roll_reference
+            roll_sliced if self.deploy else roll_reference
         )
 
         def dwconvs() -> nn.ModuleList:
@@ -70,10 +71,17 @@ class MixShiftBlock(nn.Module):
         self.pwconv2 = nn.Linear(hidden, dim)
         self.gamma = nn.Parameter(torch.full((dim,), layer_scale_init))
 
+    def shifted_groups(self, x: torch.Tensor, dim: int) -> Sequence[torch.Tensor]:
+        """Channel group i rolled by shift_dist[i] along ``dim``: one fused op where one is installed
+        (CUDA kernel, TensorRT plugin node at export), else one roll per group."""
+        group_roll = fused("group_roll", x) if self.deploy else None
+        if group_roll is not None:
+            return torch.split(group_roll(x, self.chunks, self.shift_dist, dim), self.chunks, 1)
+        return [self.roll(g, s, dim) for g, s in zip(torch.split(x, self.chunks, 1), self.shift_dist)]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        groups = torch.split(x, self.chunks, 1)
-        lr = [conv(self.roll(g, s, 3)) for g, s, conv in zip(groups, self.shift_dist, self.dwconv_lr)]
-        td = [conv(self.roll(g, s, 2)) for g, s, conv in zip(groups, self.shift_dist, self.dwconv_td)]
+        lr = [conv(g) for g, conv in zip(self.shifted_groups(x, 3), self.dwconv_lr)]
+        td = [conv(g) for g, conv in zip(self.shifted_groups(x, 2), self.dwconv_td)]
         y = (torch.cat(lr, 1) + torch.cat(td, 1)).permute(0, 2, 3, 1)
         y = self.pwconv2(self.act(self.pwconv1(self.norm(y))))
         return x + (self.gamma * y).permute(0, 3, 1, 2)
