@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 from msmlp.commands import parse_batch
+from msmlp.errors import InputError
 
 HELP = "build a TensorRT engine from an ONNX graph (needs TensorRT and a GPU)"
 
@@ -44,27 +45,41 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--plugin", type=Path, action="append", default=[], metavar="LIB", help="plugin library (repeatable)"
     )
+    p.add_argument(
+        "--shift-plugins",
+        action="store_true",
+        help="register msmlp's TensorRT shift plugins first (graphs exported with plugin shift nodes)",
+    )
     p.add_argument("--json", action="store_true", help="print the plan metadata as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
-    from msmlp.export.engine import build_engine, check_build_args, describe_onnx
+    from msmlp.artifacts import read_artifact
+    from msmlp.export.engine import DEFAULT_BATCH, build_engine, check_build_args
 
-    info = describe_onnx(args.onnx)
-    batch = parse_batch(args.batch) if args.batch else info["batch"]
+    info = read_artifact(args.onnx)
+    if info.kind != "onnx":
+        raise InputError(f"{str(args.onnx)!r} is a {info.kind}, not an ONNX graph; build from model.onnx")
+    batch = parse_batch(args.batch) if args.batch else (info.batch or DEFAULT_BATCH)
     out = args.out or args.onnx.with_suffix(".plan")
-    check_build_args(args.onnx, batch, info["input_shape"], args.workspace, args.opt_level, args.plugin)
+    shape = info.input.shape[1:]
+    check_build_args(args.onnx, batch, shape, args.workspace, args.opt_level, args.plugin)
     meta = build_engine(
         args.onnx,
         out,
         batch=batch,
-        input_name=info["input_name"],
-        input_shape=info["input_shape"],
+        input_name=info.input.name,
+        input_shape=shape,
         workspace_gib=args.workspace,
         opt_level=args.opt_level,
         timing_cache=args.timing_cache,
         plugins=args.plugin,
-        metadata={"model": info["model"], "precision": info["precision"]},
+        shift_plugins=args.shift_plugins,
+        metadata={
+            "model": info.model,
+            "precision": info.precision,
+            "config": info.config.to_dict() if info.config else None,
+        },
     )
     if args.json:
         print(json.dumps(meta, indent=2))

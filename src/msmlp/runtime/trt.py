@@ -1,31 +1,79 @@
 """TensorRT engines behind the backend protocol: pinned host buffers, async copies, optional CUDA graphs.
 
-Loading checks the plan's metadata first (TensorRT version, GPU, hash: see
-:func:`msmlp.export.engine.check_plan_metadata`), then deserializes it and creates one execution
-context on one stream; a backend instance is therefore used from one thread at a time (open one per
-stream for concurrency). Device buffers are sized for the profile's largest batch and allocated once.
-Each call sets the input shape, copies in, runs ``execute_async_v3`` (or replays the CUDA graph captured
-for that batch size) and copies out. ``infer_torch`` runs on CUDA tensors the caller already holds.
-TensorRT and cuda-python are imported only here, inside the methods.
+Loading reads the plan once, checks those bytes against the sidecar (TensorRT version, GPU, hash: see
+:func:`msmlp.export.trt_common.check_plan_metadata`) and deserializes the same bytes. Everything runs on the
+backend's own non-blocking stream; a backend instance is used from one thread at a time (open one per
+stream for concurrency), and each call makes the backend's device current in the calling thread.
+
+CUDA graphs: a graph replays the kernels, addresses and shapes it recorded, so one recorded at batch 4 is
+wrong after the context was set to batch 2. Each captured batch size therefore gets its own execution
+context whose shape never changes; all contexts share one scratch allocation (``USER_MANAGED``), which is
+safe because they only ever run in order on the one stream. A capture TensorRT refuses ends the capture,
+logs once, and the backend carries on without graphs (as trtexec does).
 """
 
 from __future__ import annotations
 
 import ctypes
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from msmlp.artifacts import read_artifact
 from msmlp.errors import EngineError, InputError
-from msmlp.export.engine import (
-    check_plan_metadata,
+from msmlp.export.trt_common import (
+    capture_errors,
+    check_aligned,
     cuda_call,
-    load_cudart,
+    errors_text,
+    import_tensorrt,
     load_plugins,
-    trt_logger,
+    numpy_dtype,
+    process_logger,
+    read_checked_plan,
+    set_device,
+    torch_dtype,
 )
-from msmlp.runtime.base import Backend
+from msmlp.log import logger
+
+if TYPE_CHECKING:  # never imported at run time; lets shared/tools/trt_api_names.py check this file
+    import tensorrt as trt  # noqa: F401
+from msmlp.runtime.base import Backend, BackendInfo
+
+
+@dataclass
+class GraphSlot:
+    """One captured graph and the context (and input shape) it was recorded with."""
+
+    context: Any
+    shape: tuple[int, ...]
+    graph: Any = None
+    graph_exec: Any = None
+
+
+class GraphCache:
+    """Graphs keyed by input shape; each slot owns a context that is set to that shape exactly once."""
+
+    def __init__(self) -> None:
+        self.slots: dict[tuple[int, ...], GraphSlot] = {}
+
+    def get(self, shape: tuple[int, ...]) -> GraphSlot | None:
+        slot = self.slots.get(tuple(shape))
+        return (
+            slot if slot is not None and slot.shape == tuple(shape) and slot.graph_exec is not None else None
+        )
+
+    def add(self, slot: GraphSlot) -> GraphSlot:
+        if slot.shape in self.slots:
+            raise EngineError(f"a CUDA graph for input shape {slot.shape} is already cached")
+        self.slots[slot.shape] = slot
+        return slot
+
+    def pop_all(self) -> list[GraphSlot]:
+        slots, self.slots = list(self.slots.values()), {}
+        return slots
 
 
 class TensorRTBackend(Backend):
@@ -48,47 +96,88 @@ class TensorRTBackend(Backend):
         self.cuda_graphs = bool(cuda_graphs)
         self.metadata: dict[str, Any] = {}
         self._cudart: Any = None
+        self._trt: Any = None
+        self._runtime: Any = None
         self._engine: Any = None
         self._context: Any = None
         self._stream: Any = None
+        self._events: list[Any] = []  # [their input ready, our work done] for infer_torch
+        self._scratch: tuple[int, int] = (0, 0)  # shared context memory: pointer, bytes
         self._buffers: dict[str, int] = {}  # name -> device pointer
         self._host: dict[str, np.ndarray] = {}  # name -> pinned host array (max batch)
         self._host_ptrs: list[int] = []
-        self._graphs: dict[int, tuple[Any, Any]] = {}  # batch -> (graph, graph exec)
-        self._runtime: Any = None
-        self._log: Any = None
+        self._graphs = GraphCache()
+        self._in, self._out = "input", "logits"  # the engine's tensor names, read when it loads
+        self._input_shape: tuple[int, ...] = (-1,)
+        self._batch_range = (1, 1)
+        self._max_shape: tuple[int, ...] = ()
 
     # -- lifecycle ---------------------------------------------------------------------------------
-    def _load(self) -> None:
+    def _load(self) -> BackendInfo:
         expected = {"model": self.expected_model} if self.expected_model else None
-        self.metadata = check_plan_metadata(self.plan_path, expected, device=self.device)
-        import tensorrt as trt  # importable: the check above looked up its version
-
-        cudart = self._cudart = load_cudart()
+        data, self.metadata = read_checked_plan(self.plan_path, expected, device=self.device)
+        self._trt = import_tensorrt()
         try:
-            self._open(trt, cudart)
+            self._open(data)
         except BaseException:
             self._close()  # free what was allocated before the failure
             raise
-        self.precision = self.metadata.get("precision", "unknown")
+        artifact = read_artifact(self.plan_path)
+        return BackendInfo(
+            backend=self.name,
+            precision=str(self.metadata.get("precision", "unknown")),
+            input_name=self._in,
+            input_shape=self._input_shape,
+            output_name=self._out,
+            batch_range=self._batch_range,
+            model=artifact.model,
+            config=artifact.config,
+            artifact=artifact,
+            synthetic=artifact.synthetic,
+            details={
+                "plan": str(self.plan_path),
+                "cuda_graphs": self.cuda_graphs,
+                "device": self.device,
+                "tensorrt_version": self.metadata.get("tensorrt_version"),
+                "gpu": self.metadata.get("gpu"),
+            },
+        )
 
-    def _open(self, trt: Any, cudart: Any) -> None:
+    def _open(self, data: bytes) -> None:
         """Deserialize, create the context and stream, and allocate the buffers."""
-        cuda_call(cudart.cudaSetDevice(self.device), "cudaSetDevice")
-        log = self._log = trt_logger(trt)  # kept alive as long as the runtime that logs to it
-        load_plugins(trt, log, self.metadata.get("plugins", []))
+        trt, cudart = self._trt, set_device(self.device)
+        self._cudart = cudart
+        log = process_logger()
+        load_plugins(self.metadata.get("plugins", []), shift_plugins=bool(self.metadata.get("shift_plugins")))
         self._runtime = trt.Runtime(log)
-        self._engine = self._runtime.deserialize_cuda_engine(self.plan_path.read_bytes())
+        with capture_errors() as errors:
+            self._engine = self._runtime.deserialize_cuda_engine(data)
         if self._engine is None:
-            raise EngineError(f"TensorRT could not deserialize {self.plan_path}: {log.errors_text()}")
-        self._context = self._engine.create_execution_context()
-        if self._context is None:
-            raise EngineError(f"TensorRT could not create an execution context for {self.plan_path}")
-        self._read_io(trt)
-        self._stream = cuda_call(cudart.cudaStreamCreate(), "cudaStreamCreate")
+            raise EngineError(f"TensorRT could not deserialize {self.plan_path}: {errors_text(errors)}")
+        self._read_io()
+        size = max(int(self._engine.device_memory_size_v2), 1)
+        self._scratch = (cuda_call(cudart.cudaMalloc(size), f"cudaMalloc({size})"), size)
+        self._context = self._new_context()
+        self._stream = cuda_call(
+            cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking), "cudaStreamCreateWithFlags"
+        )
+        for _ in range(2):  # [their input ready, our work done] for infer_torch
+            event = cudart.cudaEventCreateWithFlags(cudart.cudaEventDisableTiming)
+            self._events.append(cuda_call(event, "cudaEventCreateWithFlags"))
         self._allocate()
 
-    def _read_io(self, trt: Any) -> None:
+    def _new_context(self) -> Any:
+        """An execution context on the shared scratch memory (contexts run one at a time on our stream)."""
+        trt = self._trt
+        ctx = self._engine.create_execution_context(
+            strategy=trt.ExecutionContextAllocationStrategy.USER_MANAGED
+        )
+        if ctx is None:
+            raise EngineError(f"TensorRT could not create an execution context for {self.plan_path}")
+        ctx.set_device_memory(*self._scratch)
+        return ctx
+
+    def _read_io(self) -> None:
         engine = self._engine
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         # Compared by name: the enum is TensorIOMode.INPUT / OUTPUT in TensorRT 10 and 11 alike.
@@ -99,22 +188,19 @@ class TensorRTBackend(Backend):
             raise EngineError(
                 f"{self.plan_path} has inputs {inputs} and outputs {outputs}; expected one of each"
             )
-        self.input_name, self.output_name = inputs[0], outputs[0]
-        self._dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in (*inputs, *outputs)}
-        lo, _opt, hi = engine.get_tensor_profile_shape(self.input_name, 0)
+        self._in, self._out = inputs[0], outputs[0]
+        self._trt_dtypes = {n: engine.get_tensor_dtype(n) for n in names}
+        self._dtypes = {n: numpy_dtype(t) for n, t in self._trt_dtypes.items()}
+        lo, _opt, hi = engine.get_tensor_profile_shape(self._in, 0)
         self._max_shape = tuple(hi)
-        self.input_shape = (-1, *tuple(lo)[1:])
-        self.batch_range = (int(lo[0]), int(hi[0]))
+        self._input_shape = (-1, *tuple(lo)[1:])
+        self._batch_range = (int(lo[0]), int(hi[0]))
 
     def _allocate(self) -> None:
         """Device and pinned host buffers for the largest batch, allocated once and reused."""
-        cudart, ctx = self._cudart, self._context
-        ctx.set_input_shape(self.input_name, self._max_shape)
-        shapes = {
-            self.input_name: self._max_shape,
-            self.output_name: tuple(ctx.get_tensor_shape(self.output_name)),
-        }
-        for name, shape in shapes.items():
+        cudart = self._cudart
+        out_shape = self._set_shape(self._context, self._max_shape)
+        for name, shape in ((self._in, self._max_shape), (self._out, out_shape)):
             dtype = self._dtypes[name]
             nbytes = int(np.prod(shape)) * dtype.itemsize
             self._buffers[name] = cuda_call(cudart.cudaMalloc(nbytes), f"cudaMalloc({nbytes})")
@@ -127,82 +213,113 @@ class TensorRTBackend(Backend):
         cudart = self._cudart
         if cudart is None:
             return
-        for graph, graph_exec in self._graphs.values():
-            cudart.cudaGraphExecDestroy(graph_exec)
-            cudart.cudaGraphDestroy(graph)
-        self._graphs.clear()
+        cudart.cudaSetDevice(self.device)
+        if self._stream is not None:  # outstanding work (infer_torch does not sync) must finish first
+            cudart.cudaStreamSynchronize(self._stream)
+        for slot in self._graphs.pop_all():
+            if slot.graph_exec is not None:
+                cudart.cudaGraphExecDestroy(slot.graph_exec)
+            if slot.graph is not None:
+                cudart.cudaGraphDestroy(slot.graph)
         self._host.clear()
-        for ptr in self._buffers.values():
-            cudart.cudaFree(ptr)
+        for ptr in (*self._buffers.values(), self._scratch[0]):
+            if ptr:
+                cudart.cudaFree(ptr)
         for ptr in self._host_ptrs:
             cudart.cudaFreeHost(ptr)
+        for event in self._events:
+            cudart.cudaEventDestroy(event)
         self._buffers.clear()
         self._host_ptrs.clear()
+        self._events.clear()
+        self._scratch = (0, 0)
         if self._stream is not None:
             cudart.cudaStreamDestroy(self._stream)
             self._stream = None
         self._context = self._engine = self._runtime = None
 
     # -- inference ---------------------------------------------------------------------------------
+    def _set_shape(self, ctx: Any, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Set the input shape (checked) and return the output shape it implies."""
+        if not ctx.set_input_shape(self._in, tuple(shape)):
+            raise InputError(
+                f"{self.name}: TensorRT rejected input shape {tuple(shape)} for {self.plan_path}"
+            )
+        return tuple(ctx.get_tensor_shape(self._out))
+
+    def _set_addresses(self, ctx: Any, addresses: dict[str, int]) -> None:
+        for name, ptr in addresses.items():
+            check_aligned(name, ptr)
+            if not ctx.set_tensor_address(name, int(ptr)):
+                raise EngineError(f"TensorRT refused the address of tensor {name!r} in {self.plan_path}")
+
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        cudart, ctx = self._cudart, self._context
-        x = feed[self.input_name]
+        cudart = set_device(self.device)
+        x = feed[self._in]
         n = x.shape[0]
-        host_in, host_out = self._host[self.input_name], self._host[self.output_name]
+        host_in, host_out = self._host[self._in], self._host[self._out]
         np.copyto(host_in[:n], x, casting="same_kind")
-        ctx.set_input_shape(self.input_name, x.shape)
-        for name, ptr in self._buffers.items():
-            ctx.set_tensor_address(name, ptr)
-        out_shape = tuple(ctx.get_tensor_shape(self.output_name))
+        out_shape = self._set_shape(self._context, x.shape)
+        self._set_addresses(self._context, self._buffers)
         in_bytes = host_in[:n].nbytes
         out_bytes = int(np.prod(out_shape)) * host_out.dtype.itemsize
         h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         cuda_call(
-            cudart.cudaMemcpyAsync(
-                self._buffers[self.input_name], host_in.ctypes.data, in_bytes, h2d, self._stream
-            ),
+            cudart.cudaMemcpyAsync(self._buffers[self._in], host_in.ctypes.data, in_bytes, h2d, self._stream),
             "cudaMemcpyAsync (input)",
         )
-        self._execute(n)
+        self._execute(tuple(x.shape))
         cuda_call(
             cudart.cudaMemcpyAsync(
-                host_out.ctypes.data, self._buffers[self.output_name], out_bytes, d2h, self._stream
+                host_out.ctypes.data, self._buffers[self._out], out_bytes, d2h, self._stream
             ),
             "cudaMemcpyAsync (output)",
         )
         cuda_call(cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
         out = host_out.reshape(-1)[: int(np.prod(out_shape))].reshape(out_shape)
-        return {self.output_name: out.astype(np.float32, copy=True)}
+        return {self._out: out.astype(np.float32, copy=True)}
 
-    def _execute(self, batch: int) -> None:
-        """One enqueue on our stream, or the CUDA graph recorded for this batch size."""
-        if not self.cuda_graphs:
-            if not self._context.execute_async_v3(int(self._stream)):
-                raise EngineError(f"TensorRT failed to run {self.plan_path} at batch {batch}")
-            return
-        if batch not in self._graphs:
-            self._graphs[batch] = self._capture(batch)
-        cuda_call(self._cudart.cudaGraphLaunch(self._graphs[batch][1], self._stream), "cudaGraphLaunch")
+    def _execute(self, shape: tuple[int, ...]) -> None:
+        """One enqueue on our stream, or the replay of the graph captured for this input shape."""
+        slot = self._graphs.get(shape) if self.cuda_graphs else None
+        if slot is None and self.cuda_graphs:
+            slot = self._capture(shape)
+        if slot is not None:
+            cuda_call(self._cudart.cudaGraphLaunch(slot.graph_exec, self._stream), "cudaGraphLaunch")
+        elif not self._context.execute_async_v3(int(self._stream)):
+            raise EngineError(f"TensorRT failed to run {self.plan_path} at input shape {shape}")
 
-    def _capture(self, batch: int) -> tuple[Any, Any]:
-        """Record one enqueue as a CUDA graph; TensorRT needs a plain run first after a shape change."""
+    def _capture(self, shape: tuple[int, ...]) -> GraphSlot | None:
+        """Record one enqueue of a dedicated context; on failure end the capture and stop using graphs."""
         cudart = self._cudart
-        if not self._context.execute_async_v3(int(self._stream)):
-            raise EngineError(f"TensorRT failed to run {self.plan_path} at batch {batch}")
+        ctx = self._new_context()
+        self._set_shape(ctx, shape)
+        self._set_addresses(ctx, self._buffers)
+        if not ctx.execute_async_v3(int(self._stream)):  # TensorRT needs a plain run after a shape change
+            raise EngineError(f"TensorRT failed to run {self.plan_path} at input shape {shape}")
         mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
         cuda_call(cudart.cudaStreamBeginCapture(self._stream, mode), "cudaStreamBeginCapture")
-        ok = self._context.execute_async_v3(int(self._stream))
-        graph = cuda_call(cudart.cudaStreamEndCapture(self._stream), "cudaStreamEndCapture")
-        if not ok:
+        ok = bool(ctx.execute_async_v3(int(self._stream)))
+        err, graph = cudart.cudaStreamEndCapture(self._stream)  # always end it, even when the enqueue failed
+        if ok and int(err) == 0:
+            graph_exec = cuda_call(cudart.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
+            return self._graphs.add(GraphSlot(ctx, tuple(shape), graph, graph_exec))
+        if int(err) == 0 and graph is not None:
             cudart.cudaGraphDestroy(graph)
-            raise EngineError(f"{self.plan_path} cannot be captured in a CUDA graph; run without cuda_graphs")
-        graph_exec = cuda_call(cudart.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
-        return graph, graph_exec
+        cudart.cudaGetLastError()  # clear cudaErrorStreamCaptureInvalidated
+        logger.warning(
+            "%s cannot be captured in a CUDA graph (%s); running without CUDA graphs",
+            self.plan_path,
+            "TensorRT refused the enqueue" if not ok else f"cudaStreamEndCapture error {int(err)}",
+        )
+        self.cuda_graphs = False
+        return None
 
     def infer_torch(self, tensor: Any) -> Any:
-        """Run on a CUDA ``torch.Tensor`` without host copies, on torch's current stream.
+        """Run on a CUDA ``torch.Tensor`` without host copies; returns a CUDA tensor.
 
-        Returns a CUDA tensor; like any torch op it is ordered on that stream, so no sync is done here.
+        The work runs on the backend's stream, ordered after what torch's current stream has queued and
+        before whatever it queues next (events both ways), so no sync is needed and none is done here.
         """
         import torch
 
@@ -213,43 +330,39 @@ class TensorRTBackend(Backend):
                 f"{self.name}: infer_torch needs a torch tensor on cuda:{self.device}, got {where}; "
                 "use infer() for numpy arrays"
             )
-        want = {np.dtype(np.float32): torch.float32, np.dtype(np.float16): torch.float16}
-        in_dtype = want.get(self._dtypes[self.input_name])
+        in_dtype = torch_dtype(self._trt_dtypes[self._in])
         if tensor.dtype != in_dtype:
             raise InputError(
                 f"{self.name}: input dtype {tensor.dtype} does not match the engine's {in_dtype}"
             )
         self._check_shape(tuple(tensor.shape))
+        cudart = set_device(self.device)
         x = tensor.contiguous()
         ctx = self._context
-        ctx.set_input_shape(self.input_name, tuple(x.shape))
-        out_dtype = want.get(self._dtypes[self.output_name], torch.float32)
-        out = torch.empty(tuple(ctx.get_tensor_shape(self.output_name)), dtype=out_dtype, device=x.device)
-        ctx.set_tensor_address(self.input_name, x.data_ptr())
-        ctx.set_tensor_address(self.output_name, out.data_ptr())
-        if not ctx.execute_async_v3(torch.cuda.current_stream(x.device).cuda_stream):
+        out_shape = self._set_shape(ctx, tuple(x.shape))
+        out_dtype = torch_dtype(self._trt_dtypes[self._out])
+        out = torch.empty(out_shape, dtype=out_dtype, device=x.device)
+        self._set_addresses(ctx, {self._in: x.data_ptr(), self._out: out.data_ptr()})
+        theirs = torch.cuda.current_stream(x.device).cuda_stream
+        ready, done = self._events
+        cuda_call(cudart.cudaEventRecord(ready, theirs), "cudaEventRecord (torch stream)")
+        cuda_call(cudart.cudaStreamWaitEvent(self._stream, ready, 0), "cudaStreamWaitEvent (ours)")
+        if not ctx.execute_async_v3(int(self._stream)):
             raise EngineError(f"TensorRT failed to run {self.plan_path} at batch {x.shape[0]}")
+        cuda_call(cudart.cudaEventRecord(done, self._stream), "cudaEventRecord (ours)")
+        cuda_call(cudart.cudaStreamWaitEvent(theirs, done, 0), "cudaStreamWaitEvent (torch stream)")
         return out
 
     def _check_shape(self, shape: tuple[int, ...]) -> None:
         """The checks ``check_feed`` does for arrays, without copying a device tensor to the host."""
-        expected = self.input_shape
+        expected = self._input_shape
         if len(shape) != len(expected) or any(e not in (-1, g) for e, g in zip(expected, shape)):
             raise InputError(
                 f"{self.name}: input shape {shape} does not match {expected} (-1 marks the batch)"
             )
-        lo, hi = self.batch_range
+        lo, hi = self._batch_range
         if not lo <= shape[0] <= hi:
             raise InputError(
                 f"{self.name}: batch {shape[0]} is outside the engine's profile {lo}..{hi}; "
                 "split the batch or rebuild with a wider --batch MIN,OPT,MAX"
             )
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            **super().describe(),
-            "plan": str(self.plan_path),
-            "cuda_graphs": self.cuda_graphs,
-            "tensorrt_version": self.metadata.get("tensorrt_version"),
-            "gpu": self.metadata.get("gpu"),
-        }
