@@ -1,0 +1,210 @@
+"""One ``msmlp bench`` run: check the options, open the target through :func:`msmlp.runtime.open_backend`
+(``--model`` is first exported to a temporary ONNX graph, the thing you deploy), time it per batch size,
+and optionally profile it per layer and load it with concurrent clients."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from msmlp.bench.load import load_batcher, load_service
+from msmlp.bench.profile import profile_layers
+from msmlp.bench.report import host_info
+from msmlp.bench.timing import check_batches, time_batches
+from msmlp.errors import InputError
+from msmlp.log import logger
+from msmlp.runtime import BACKENDS, open_backend
+from msmlp.runtime.base import Backend
+
+
+@dataclass
+class BenchOptions:
+    """What ``msmlp bench`` was asked; ``None`` means the default."""
+
+    model: str | None = None
+    weights: str | Path | None = None
+    seed: int = 0
+    onnx: str | Path | None = None
+    engine: str | Path | None = None
+    url: str | None = None
+    onnx_dir: str | Path | None = None  # --compare: an msmlp-export output folder
+    backend: str = "auto"
+    precision: str | None = None  # None (fp32) or "bf16": OpenVINO hint / PyTorch autocast
+    batches: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    warmup: int = 3
+    iters: int | None = 20
+    duration_s: float | None = None
+    threads: int | None = None
+    providers: Any = None  # ONNX Runtime: None (CPU), "auto", or names
+    concurrency: int | None = None
+    requests: int | None = None
+    max_delay_ms: float = 2.0
+    profile: bool = False
+    compare: bool = False
+    int8: bool = False  # --compare --model: also export and compare an INT8 graph
+    progress: bool = True
+
+
+def run_benchmark(opts: BenchOptions) -> dict[str, Any]:
+    """Run what ``opts`` asks and return the report (the content of bench.json)."""
+    check_options(opts)
+    report: dict[str, Any] = {"host": host_info(), "settings": _settings(opts)}
+    if opts.compare:
+        from msmlp.bench.compare import run_compare
+
+        report.update(run_compare(opts))
+        return report
+    if opts.url is not None:
+        clients = opts.concurrency or 16
+        conc = load_service(opts.url, clients, opts.requests or clients * 8, progress=opts.progress)
+        report.update(target={"kind": "url", "url": opts.url}, backend=None, results=[], profile=None)
+        report["concurrency"] = conc_dict(conc, keep_samples=True)
+        return report
+    with open_target(opts) as (backend, target):
+        report["target"] = target
+        report["backend"] = backend.describe()
+        batches = check_batches(backend, opts.batches)
+        stats = time_batches(
+            backend,
+            batches,
+            warmup=opts.warmup,
+            iters=opts.iters,
+            duration_s=opts.duration_s,
+            progress=opts.progress,
+        )
+        report["results"] = [asdict(s) for s in stats]
+        report["profile"] = profile_layers(backend, max(batches)) if opts.profile else None
+        report["concurrency"] = None
+        if opts.concurrency:
+            conc = load_batcher(
+                backend,
+                opts.concurrency,
+                opts.requests or opts.concurrency * 8,
+                max_batch=max(batches),
+                max_delay_ms=opts.max_delay_ms,
+                progress=opts.progress,
+            )
+            report["concurrency"] = conc_dict(conc, keep_samples=False)
+    return report
+
+
+def check_options(opts: BenchOptions) -> None:
+    """Quote the bad value, name the option, before anything is exported or timed."""
+    sources = ("model", "onnx_dir") if opts.compare else ("model", "onnx", "engine", "url")
+    given = [k for k in ("model", "onnx", "engine", "url", "onnx_dir") if getattr(opts, k) is not None]
+    if len(given) != 1 or given[0] not in sources:
+        names = " or ".join("--" + s.replace("_", "-") for s in sources)
+        raise InputError(
+            f"give exactly one of {names}{' with --compare' if opts.compare else ''} (got {given or 'none'})"
+        )
+    if not opts.batches or any(b < 1 for b in opts.batches):
+        raise InputError(f"batch sizes must be positive integers, got {opts.batches}")
+    if opts.warmup < 0:
+        raise InputError(f"--warmup must be >= 0, got {opts.warmup}")
+    if opts.duration_s is not None:
+        if opts.duration_s <= 0:
+            raise InputError(f"--duration-s must be > 0, got {opts.duration_s}")
+        opts.iters = None
+    elif opts.iters is None or opts.iters < 1:
+        raise InputError(f"--iters must be >= 1, got {opts.iters}")
+    if opts.compare and opts.duration_s is not None:
+        raise InputError("--compare runs --iters interleaved rounds; --duration-s does not apply")
+    if opts.concurrency is not None and opts.concurrency < 1:
+        raise InputError(f"--concurrency must be >= 1, got {opts.concurrency}")
+    if opts.threads is not None and opts.threads < 1:
+        raise InputError(f"--threads must be >= 1, got {opts.threads}")
+    if opts.backend not in BACKENDS:
+        raise InputError(f"--backend {opts.backend!r} is not one of {', '.join(BACKENDS)}")
+    if opts.precision not in (None, "bf16"):
+        raise InputError(f"--precision {opts.precision!r} is not one of f32, bf16")
+    opts.batches = sorted(set(opts.batches))
+
+
+def _settings(opts: BenchOptions) -> dict[str, Any]:
+    keys = ("batches", "warmup", "iters", "duration_s", "threads", "concurrency", "requests", "max_delay_ms")
+    return {k: getattr(opts, k) for k in keys}
+
+
+@contextmanager
+def open_target(opts: BenchOptions) -> Iterator[tuple[Backend, dict[str, Any]]]:
+    """The loaded backend to bench and a description of what it runs.
+
+    ``--model`` runs in PyTorch with ``--backend pytorch``; otherwise it is exported to a temporary ONNX
+    graph (:func:`export_temp_onnx`) and opened like ``--onnx``."""
+    kind = "model" if opts.model else "onnx" if opts.onnx else "engine"
+    if kind == "model" and opts.backend == "tensorrt":
+        raise InputError(
+            "--backend tensorrt benches a built plan: build one with `msmlp build`, then --engine PLAN"
+        )
+    with tempfile.TemporaryDirectory(prefix="msmlp-bench-") as tmp:
+        target: dict[str, Any] = {"kind": kind}
+        common = {"threads": opts.threads, "precision": opts.precision, "seed": opts.seed}
+        if kind == "model" and opts.backend == "pytorch":
+            backend = open_backend(model=opts.model, weights=opts.weights, backend="pytorch", **common)
+            target.update(model=opts.model, weights=_weights_text(opts))
+        elif kind == "model":
+            assert opts.model is not None
+            path = export_temp_onnx(opts.model, opts.weights, opts.seed, Path(tmp), max(opts.batches))
+            target.update(
+                model=opts.model, weights=_weights_text(opts), onnx="temporary export (export_onnx)"
+            )
+            backend = open_backend(onnx=path, backend=opts.backend, providers=opts.providers, **common)
+        else:
+            target["path"] = str(opts.onnx or opts.engine)
+            backend = open_backend(
+                onnx=opts.onnx, engine=opts.engine, backend=opts.backend, providers=opts.providers, **common
+            )
+        with torch_threads(opts.threads if backend.name == "pytorch" else None), backend:
+            yield backend, target
+
+
+def export_temp_onnx(
+    name: str, weights: str | Path | None, seed: int, folder: Path, max_batch: int = 8
+) -> Path:
+    """``folder/<name>.onnx`` from the registered model (checkpoint, or synthetic weights)."""
+    from msmlp.export.onnx import export_onnx
+    from msmlp.models.weights import load_for_deploy
+
+    module = load_for_deploy(name, weights, seed)
+    logger.info("exporting %s to a temporary ONNX graph", name)
+    return export_onnx(
+        module,
+        folder / f"{name}.onnx",
+        config=module.deploy_config,
+        batch=(1, max_batch, max(max_batch, 64)),
+        model_name=name,
+    )
+
+
+def _weights_text(opts: BenchOptions) -> str:
+    if opts.weights is not None:
+        return str(opts.weights)
+    return f"synthetic: make_contributing(seed={opts.seed}) (latency does not depend on the values)"
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """PyTorch's intra-op thread count for the run, restored afterwards (it is process-wide)."""
+    if threads is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def conc_dict(conc: Any, keep_samples: bool) -> dict[str, Any]:
+    data = asdict(conc)
+    samples = data.pop("samples_ms")
+    if keep_samples:
+        data["latencies_ms"] = samples
+    return data
