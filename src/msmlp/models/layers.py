@@ -136,7 +136,8 @@ def fused(name: str, x: torch.Tensor) -> Callable[..., torch.Tensor] | None:
     active = _override.get()
     if active is not None:
         return active.get(name)
-    if x.is_cuda and not torch.jit.is_tracing():
+    # the kernels have no backward: training keeps the differentiable Slice/Concat form
+    if x.is_cuda and not torch.jit.is_tracing() and not (x.requires_grad and torch.is_grad_enabled()):
         return _cuda_kernels.get(name)
     return None
 
