@@ -9,10 +9,9 @@ def parse_int_list(text: str | None, option: str) -> list[int] | None:
     """``"4,8"`` -> [4, 8]; ``None`` stays ``None``; a clear error quoting the bad value."""
     if text is None:
         return None
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        values = []
+    items = [v.strip() for v in text.split(",")]
+    # ASCII digits only: int() also takes other scripts' digits, which no user means in a batch list
+    values = [int(v) for v in items] if all(v.isascii() and v.isdigit() for v in items) else []
     if not values or any(v < 1 for v in values):
         raise InputError(f"{option} {text!r} must be positive integers separated by commas, e.g. 1,2,4,8")
     return values

@@ -111,10 +111,13 @@ def check_profile(batch: tuple[int, int, int]) -> tuple[int, int, int]:
 def _check_image_folders(opts: ExportOptions) -> None:
     from msmlp.data.transforms import list_images
 
-    if opts.images is not None:
-        list_images(opts.images)  # a folder with at least one image, or one clear line
-    if opts.int8 and opts.calib is not None:
-        list_images(opts.calib)
+    folders = [("--images", opts.images), ("--calib", opts.calib if opts.int8 else None)]
+    for label, folder in folders:
+        if folder is None:
+            continue
+        if not Path(folder).is_dir():
+            raise InputError(f"{label} {str(folder)!r} is not a folder of images")
+        list_images(folder)  # at least one image, or one clear line
 
 
 def check_writable_folder(folder: Path, option: str) -> None:

@@ -16,15 +16,12 @@ import torch
 
 import msmlp
 from msmlp.errors import ExportError, InputError, VerificationError
-from msmlp.export import pipeline
-from msmlp.export.pipeline import (
-    ExportOptions,
-    default_batch,
-    int8_image_split,
-    run_export,
-    verify_batch_sizes,
-)
-from msmlp.runtime.ort import OnnxRuntimeBackend, file_sha256
+from msmlp.fileio import file_sha256
+from msmlp.pipeline import ExportOptions, ExportResult, check_options, run_export
+from msmlp.pipeline.images import int8_image_split
+from msmlp.pipeline.options import default_batch, tensorrt_status
+from msmlp.pipeline.verification import verify_batch_sizes
+from msmlp.runtime.ort import OnnxRuntimeBackend
 from msmlp.verify import TOLERANCES, Tolerance, compare
 
 FULL_PARITY = ["s2mlpv2_small", "msmlp_tiny"]  # all five are run by hand; figures in the README
@@ -36,18 +33,22 @@ def leftovers(folder: Path) -> list[str]:
 
 
 def tensorrt_usable() -> bool:
-    return pipeline.tensorrt_status()[0]
+    return tensorrt_status()[0]
+
+
+def manifest(out: Path) -> dict:
+    return json.loads((out / "model.json").read_text())
 
 
 @pytest.fixture(scope="module")
-def s2_export(tmp_path_factory) -> pipeline.ExportResult:
+def s2_export(tmp_path_factory) -> ExportResult:
     return run_export(ExportOptions(model="s2mlpv2_micro", out=tmp_path_factory.mktemp("s2") / "out"))
 
 
 def test_fp32_export_writes_model_metadata_and_report(s2_export):
     out = s2_export.out
-    assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.onnx", "verify_fp32.json"]
-    meta = json.loads((out / "model.json").read_text())
+    assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.onnx", "verify_bf16.json", "verify_fp32.json"]
+    meta = manifest(out)
     config = msmlp.get_config("s2mlpv2_micro")
     assert meta["model"] == "s2mlpv2_micro" and meta["config"] == json.loads(json.dumps(config.to_dict()))
     assert meta["weights"] == {"source": "synthetic", "seed": 0}
@@ -58,8 +59,11 @@ def test_fp32_export_writes_model_metadata_and_report(s2_export):
     assert entry["sha256"] == file_sha256(out / "model.onnx") == meta["onnx"]["sha256"]
     assert entry["nodes"] == len(onnx.load(out / "model.onnx").graph.node)
     assert {"torch", "onnx", "onnxruntime-gpu", "msmlp"} <= set(meta["versions"])
-    assert meta["verification"]["fp32"]["passed"] and meta["check"]["ok"]
-    assert set(meta["timings_s"]) >= {"build", "export", "check", "verify_fp32", "engine"}
+    assert meta["verification"]["fp32"]["passed"] and entry["check"]["ok"]
+    assert meta["verification"]["fp32"]["backend"] == "onnxruntime"
+    bf16 = meta["verification"]["bf16"]
+    assert bf16["passed"] and bf16["backend"] == "openvino" and bf16["file"] == "model.onnx"
+    assert set(meta["timings_s"]) >= {"build", "export", "check", "verify_fp32", "verify_bf16", "engine"}
     report = json.loads((out / "verify_fp32.json").read_text())
     assert report["passed"] and report["candidate"]["file"] == "model.onnx"
     assert [r["batch_size"] for r in report["results"]] == [1, 8]
@@ -70,7 +74,8 @@ def test_exported_graph_carries_the_synthetic_seed0_weights(s2_export, contribut
     with torch.inference_mode():
         ref = contributing("s2mlpv2_micro", seed=0)(torch.from_numpy(x)).numpy()
     with OnnxRuntimeBackend(s2_export.artifacts["fp32"]) as backend:
-        assert backend.batch_range == (1, 64) and backend.model_name == "s2mlpv2_micro"
+        assert backend.batch_range == (1, 64) and backend.info.model == "s2mlpv2_micro"
+        assert backend.info.synthetic
         assert compare(ref, backend(x)).max_rel <= 1e-4
 
 
@@ -79,9 +84,9 @@ def test_checkpoint_weights_are_exported_and_recorded(contributing, tmp_path):
     ckpt = tmp_path / "ckpt_epoch299.pth"
     torch.save({"model": model.state_dict(), "epoch": 299}, ckpt)
     result = run_export(
-        ExportOptions(model="msmlp_micro", weights=ckpt, out=tmp_path / "out", batch=(2, 4, 8))
+        ExportOptions(model="msmlp_micro", weights=ckpt, out=tmp_path / "out", batch=(2, 4, 8), bf16=False)
     )
-    meta = result.metadata
+    meta = manifest(result.out)
     assert meta["weights"] == {
         "source": "checkpoint",
         "path": str(ckpt.resolve()),
@@ -118,18 +123,9 @@ def test_failure_mid_pipeline_leaves_nothing(tmp_path, image_paths):
 
 
 @pytest.mark.skipif(tensorrt_usable(), reason="TensorRT is usable here; the skip path is not taken")
-def test_engine_step_is_skipped_without_tensorrt_unless_required(s2_export, tmp_path, caplog):
-    with caplog.at_level(logging.INFO, logger="msmlp"):
-        pipeline.engine_step(
-            pipeline.check_options(ExportOptions(model="s2mlpv2_micro")),
-            None,  # type: ignore[arg-type]  (not used when the step is skipped)
-            msmlp.get_config("s2mlpv2_micro"),
-            s2_export.out,
-            pipeline.Progress(1),
-            s2_export,
-        )
-    assert "engine step skipped: TensorRT is not installed" in caplog.text
-    assert "pip install 'msmlp[tensorrt]'" in caplog.text
+def test_engine_step_is_skipped_without_tensorrt_unless_required(s2_export, tmp_path):
+    assert "TensorRT is not installed" in s2_export.skipped["engine"]
+    assert "pip install 'msmlp[tensorrt]'" in s2_export.skipped["engine"]
     with pytest.raises(ExportError, match="--engine was given but the engine cannot be built: TensorRT"):
         run_export(ExportOptions(model="msmlp_micro", out=tmp_path / "out", engine=True))
     assert not (tmp_path / "out").exists()  # refused before any work
@@ -141,7 +137,11 @@ def test_engine_step_is_skipped_without_tensorrt_unless_required(s2_export, tmp_
         ({"model": "nope"}, "unknown model 'nope'"),
         ({"opset": 16}, "opset 16 is not supported"),
         ({"calib_method": "minmax"}, "--calib-method 'minmax' is not one of max, entropy"),
-        ({"calib_size": 0}, "--calib-size 0 must be a positive integer"),
+        ({"calib_size": 0}, "--calib-size 0 must be an integer in 1..4096"),
+        ({"batch": (1, 8, 100_000)}, "--batch MAX 100000 is above 1024"),
+        ({"batch": (128, 128, 128)}, "--batch MIN 128 is above 64"),
+        ({"shift": "roll"}, "--shift 'roll' is not one of slice, plugin"),
+        ({"int8": True, "calib": Path("no-such-folder")}, "--calib 'no-such-folder' is not a folder of images"),
         ({"opt_level": 7}, "--opt-level 7 must be in 0..5"),
         ({"workspace_gib": 0}, "--workspace 0 must be a positive number"),
         ({"weights": Path("missing.pth")}, "--weights 'missing.pth' does not exist"),
@@ -160,7 +160,7 @@ def test_batch_profile_parsing_and_defaults():
 
     assert parse_batch("1,8,64") == (1, 8, 64)
     assert parse_batch("8") == (8, 8, 8)  # one size: a fixed batch
-    for bad in ("8,1,64", "0,1,2", "1,8", "a,b,c", "1,,8"):
+    for bad in ("8,1,64", "0,1,2", "1,8", "a,b,c", "1,,8", "²,8,64"):
         with pytest.raises(InputError, match=f"--batch '{bad}'"):
             parse_batch(bad)
     assert default_batch(msmlp.get_config("s2mlpv2_small")) == (1, 8, 64)
@@ -171,7 +171,7 @@ def test_batch_profile_parsing_and_defaults():
 
 
 def test_int8_images_are_held_out(tmp_path, image_paths):
-    calib, held, note = int8_image_split(ExportOptions(model="msmlp_micro"))
+    calib, held, note = int8_image_split(None, None)
     assert [p.name for p in calib] == ["astronaut.jpg", "brick.jpg", "coffee.jpg"]
     assert [p.name for p in held] == ["grass.jpg", "rocket.jpg"]
     assert "first 3 of 5 sorted files calibrate" in note
@@ -182,16 +182,14 @@ def test_int8_images_are_held_out(tmp_path, image_paths):
         shutil.copy(p, calib_dir / p.name)
     shutil.copy(image_paths[1], verify_dir / "renamed-copy.jpg")  # same content as a calibration image
     shutil.copy(image_paths[4], verify_dir / image_paths[4].name)
-    calib, held, note = int8_image_split(
-        ExportOptions(model="msmlp_micro", calib=calib_dir, images=verify_dir)
-    )
+    calib, held, note = int8_image_split(calib_dir, verify_dir)
     assert len(calib) == 2 and [p.name for p in held] == [image_paths[4].name]
     assert "1 verification image(s) also used for calibration were left out" in note
     single = tmp_path / "single"
     single.mkdir()
     shutil.copy(image_paths[0], single / "only.jpg")
-    with pytest.raises(InputError, match="no held-out images left"):
-        int8_image_split(ExportOptions(model="msmlp_micro", calib=single, images=single))
+    with pytest.raises(InputError, match="INT8 needs at least 2"):
+        int8_image_split(single, single)
 
 
 @pytest.mark.skipif(
@@ -212,8 +210,8 @@ def test_fp16_and_int8_artefacts_are_verified(tmp_path):
     } <= names
     assert any(n.startswith("calib_32_") and n.endswith(".npy") for n in names)
     assert leftovers(out) == []
-    meta = json.loads((out / "model.json").read_text())
-    assert set(meta["verification"]) == {"fp32", "fp16", "int8"}
+    meta = manifest(out)
+    assert set(meta["verification"]) == {"fp32", "bf16", "fp16", "int8"}
     assert all(v["passed"] for v in meta["verification"].values())
     int8 = meta["artifacts"]["model.int8.onnx"]
     assert int8["op_counts"]["QuantizeLinear"] > 0 and int8["sha256"] == file_sha256(out / "model.int8.onnx")
@@ -221,16 +219,16 @@ def test_fp16_and_int8_artefacts_are_verified(tmp_path):
     report = json.loads((out / "verify_int8.json").read_text())
     assert report["images"] == ["grass.jpg", "rocket.jpg"] and "held-out" in report["note"]
     with OnnxRuntimeBackend(out / "model.fp16.onnx") as backend:
-        assert backend.precision == "fp16" and backend.model_name == "s2mlpv2_micro"
+        assert backend.precision == "fp16" and backend.info.model == "s2mlpv2_micro"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", FULL_PARITY)
 def test_full_size_export_check_and_parity(tmp_path, name):
     result = run_export(ExportOptions(model=name, out=tmp_path / "out"))
-    meta = result.metadata
+    meta = manifest(result.out)
     counts = meta["artifacts"]["model.onnx"]["op_counts"]
-    assert meta["check"]["ok"] and not {"ScatterND", "ScatterElements", "Roll"} & set(counts)
+    assert meta["artifacts"]["model.onnx"]["check"]["ok"] and not {"ScatterND", "ScatterElements", "Roll"} & set(counts)
     report = result.reports["fp32"]
     assert [r.batch_size for r in report.results] == [1, 8]
     for r in report.results:
@@ -245,5 +243,30 @@ def test_engine_step_builds_and_verifies_a_plan(tmp_path):
     assert plan.name == "model.fp16.plan" and plan.with_name(plan.name + ".json").is_file()
     assert result.reports["fp16_engine"].passed
     assert (result.out / "verify_fp16_engine.json").is_file()
-    meta = json.loads((result.out / "model.json").read_text())
+    meta = manifest(result.out)
     assert meta["artifacts"]["model.fp16.plan"]["sha256"] == file_sha256(plan)
+
+
+def test_rerun_reuses_the_verified_fp32_graph_and_keeps_earlier_artefacts(tmp_path):
+    """--fp16 after an FP32 export reuses model.onnx; a later --int8 keeps model.fp16.onnx listed."""
+    out = tmp_path / "out"
+    first = run_export(ExportOptions(model="msmlp_micro", out=out, bf16=False))
+    before = file_sha256(first.artifacts["fp32"])
+    second = run_export(ExportOptions(model="msmlp_micro", out=out, bf16=False, fp16=True))
+    assert second.reused == ["model.onnx"] and file_sha256(out / "model.onnx") == before
+    third = run_export(ExportOptions(model="msmlp_micro", out=out, bf16=False, int8=True))
+    assert third.reused == ["model.onnx"]
+    meta = manifest(out)
+    assert set(meta["artifacts"]) == {"model.onnx", "model.fp16.onnx", "model.int8.onnx"}
+    assert set(meta["verification"]) == {"fp32", "fp16", "int8"}
+    # another seed is another model: nothing is reused, and the old entries are dropped
+    fourth = run_export(ExportOptions(model="msmlp_micro", out=out, bf16=False, seed=1))
+    assert fourth.reused == [] and set(manifest(out)["artifacts"]) == {"model.onnx"}
+    assert leftovers(out) == []
+
+
+def test_check_options_validates_the_output_folder(tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(InputError, match="is a file, not a folder"):
+        check_options(ExportOptions(model="msmlp_micro", out=a_file))
