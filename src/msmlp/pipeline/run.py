@@ -253,6 +253,7 @@ def engine_step(run: _Run) -> None:
                 opt_level=opts.opt_level,
                 timing_cache=opts.timing_cache,
                 plugins=opts.plugins,
+                shift_plugins=opts.shift == "plugin",
                 metadata={
                     "model": opts.model,
                     "precision": precision,
