@@ -52,6 +52,8 @@ class TorchBackend(Backend):
             from msmlp.models.weights import load_for_deploy
 
             model = load_for_deploy(model, self._weights, self._seed)
+        if self.device.type == "cuda":
+            import msmlp.plugins  # noqa: F401  (fills the models' fused-shift slots with the Triton kernels)
         config = self._config or getattr(model, "deploy_config", None) or DeployConfig()
         self.model = model.eval().to(self.device, self.dtype)
         weights = getattr(model, "weights_info", {}) or {}
