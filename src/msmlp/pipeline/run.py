@@ -128,7 +128,7 @@ def export_fp32(run: _Run, reuse: bool) -> None:
             )
             step["detail"] = f"{stage.stat().st_size / 1e6:.1f} MB"
         with run.progress.step("check", "check graph for TensorRT / ONNX Runtime") as step:
-            check = check_graph(stage)
+            check = check_graph(stage, extra_ops=_plugin_ops(opts.shift))
             step["detail"] = check.summary()
         with run.progress.step("verify_fp32", "verify FP32 against PyTorch (ONNX Runtime CPU)") as step:
             report = verify_onnx(run, stage, final, "fp32", verification_images(opts.images), "")
@@ -354,6 +354,15 @@ def quiet_stdout() -> Iterator[None]:
             text = sink.read().decode(errors="replace").strip()
             if text:
                 logger.debug("third-party output:\n%s", text)
+
+
+def _plugin_ops(shift: str) -> tuple[str, ...]:
+    """The shift plugins' op types, which TensorRT parses once msmlp registers them."""
+    if shift != "plugin":
+        return ()
+    from msmlp.plugins.onnx_nodes import NAMESPACE, PLUGIN_OPS
+
+    return tuple(f"{NAMESPACE}::{op}" for op in PLUGIN_OPS) + PLUGIN_OPS
 
 
 def verdict(report: VerifyReport) -> str:
