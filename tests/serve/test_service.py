@@ -7,95 +7,24 @@ batch fail. Every loop is bounded in count and every wait in time; only loopback
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
-import pytest
-import torch
 from prometheus_client.parser import text_string_to_metric_families
 
-from msmlp.models.registry import get_config
-from msmlp.runtime.base import Backend
 from msmlp.data.labels import topk
 from msmlp.data.transforms import load_image, transform
-from msmlp.runtime.service import ServiceThread, create_app
-from msmlp.runtime.torch_backend import TorchBackend
+from msmlp.models.registry import get_config
+from msmlp.serve import ServiceThread, create_app
 
-MODEL = "msmlp_micro"
-SHAPE = (3, 64, 64)
-WAIT_S = 60
-POISON = 1.0e4
-LIMIT = 512 * 1024  # above one 9-image tensor (442 KiB), for the max_batch check
-
-
-class Hooked(Backend):
-    """A real backend with a hook before each call: records each batch's ids, can block or raise."""
-
-    name = "hooked"
-
-    def __init__(self, inner: Backend) -> None:
-        super().__init__()
-        self.inner = inner
-        self.gate = threading.Event()
-        self.gate.set()
-        self.entered = threading.Event()
-        self.batches: list[tuple[set[int], bool]] = []  # (ids in pixel [0,0,1], raised)
-
-    def block(self) -> None:
-        """Hold the next backend calls until ``gate.set()`` (after the service's warm-up call)."""
-        self.entered.clear()
-        self.gate.clear()
-
-    def _load(self) -> None:
-        self.inner.load()
-        self.input_name, self.output_name = self.inner.input_name, self.inner.output_name
-        self.input_shape, self.batch_range = self.inner.input_shape, self.inner.batch_range
-        self.config = getattr(self.inner, "config", None)
-
-    def _infer(self, feed):
-        x = feed[self.input_name]
-        self.entered.set()
-        self.gate.wait(WAIT_S)
-        poisoned = bool((x[:, 0, 0, 0] == POISON).any())
-        self.batches.append(({int(v) for v in x[:, 0, 0, 1]}, poisoned))
-        if poisoned:
-            raise RuntimeError("poisoned batch")
-        return self.inner.infer(feed)
-
-
-@pytest.fixture(scope="module")
-def reference(contributing):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # 64 clients + server + worker on 2 shared cores: no OpenMP team on top
-    yield TorchBackend(contributing(MODEL)).load()
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def served(reference):
-    backend = Hooked(reference)
-    app = create_app(backend, get_config(MODEL), max_batch=8, max_delay_ms=5, max_body_bytes=LIMIT)
-    with ServiceThread(app) as service:
-        yield service, backend
-
-
-def tensors(count: int, seed: int) -> np.ndarray:
-    x = np.random.default_rng(seed).standard_normal((count, *SHAPE), dtype=np.float32)
-    x[:, 0, 0, 1] = np.arange(count)  # ids, for the failing-batch test
-    return x
+from .support import LIMIT, MODEL, POISON, SHAPE, WAIT_S, Hooked, assert_close, tensors
 
 
 def post_tensor(client, x: np.ndarray):
     headers = {"content-type": "application/octet-stream", "x-shape": ",".join(map(str, x.shape))}
     return client.post("/v1/infer", content=x.tobytes(), headers=headers)
-
-
-def assert_close(got, want) -> None:
-    want = np.asarray(want)
-    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -107,7 +36,7 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 
 def test_health_readiness_and_model_info(served):
-    service, _ = served
+    service, _, _ = served
     with httpx.Client(base_url=service.url, timeout=WAIT_S) as client:
         assert client.get("/healthz").json() == {"status": "alive"}
         assert client.get("/readyz").status_code == 200
@@ -117,7 +46,7 @@ def test_health_readiness_and_model_info(served):
 
 
 def test_64_concurrent_clients_get_their_unbatched_results(served, reference, image_paths):
-    service, _ = served
+    service, _, _ = served
     x = tensors(64, seed=0)
     want = np.concatenate([reference(x[i : i + 1]) for i in range(64)])
     config = get_config(MODEL)
@@ -164,7 +93,7 @@ def test_64_concurrent_clients_get_their_unbatched_results(served, reference, im
 
 
 def test_a_failing_batch_fails_only_its_own_requests(served, reference):
-    service, backend = served
+    service, backend, log = served
     backend.batches.clear()
     x = tensors(64, seed=1)
     poisoned = {5, 50}
@@ -181,7 +110,9 @@ def test_a_failing_batch_fails_only_its_own_requests(served, reference):
     assert failed >= poisoned and len(failed) <= 16
     for i, r in enumerate(responses):
         if i in failed:
-            assert r.status_code == 500 and "poisoned batch" in r.json()["error"]
+            error = r.json()["error"]
+            assert r.status_code == 500 and error.startswith("internal error (a bug in msmlp): RuntimeError")
+            assert f"ref {error.split('ref ')[1][:12]}" in log.text, "the log has the traceback under the ref"
         else:
             assert r.status_code == 200
             assert_close(r.json()["logits"], want[i])
@@ -190,7 +121,7 @@ def test_a_failing_batch_fails_only_its_own_requests(served, reference):
 
 
 def test_bad_requests_get_clear_4xx_errors(served, image_paths):
-    service, _ = served
+    service, _, _ = served
     grey = next(p for p in image_paths if p.stem == "brick").read_bytes()
     with httpx.Client(base_url=service.url, timeout=WAIT_S) as client:
         r = client.post("/v1/classify", content=b"not an image", headers={"content-type": "image/png"})
@@ -215,7 +146,7 @@ def test_bad_requests_get_clear_4xx_errors(served, image_paths):
         r = client.post("/v1/infer", content=b"\0" * 12, headers={"content-type": "application/octet-stream"})
         assert r.status_code == 400 and "X-Shape" in r.json()["error"]
         r = client.post("/v1/infer", json={"shape": [3, 64, 64], "data": [1.0, 2.0]})
-        assert r.status_code == 400 and "needs 12288" in r.json()["error"]
+        assert r.status_code == 400 and "send it flat (12288 numbers)" in r.json()["error"]
         r = client.post("/v1/infer", json={"shape": [1, *SHAPE], "data": np.zeros(12288).tolist()})
         assert r.status_code == 200 and r.json()["shape"] == [1, 1000]
         r = post_tensor(client, np.zeros((9, *SHAPE), np.float32))

@@ -1,0 +1,353 @@
+"""The FastAPI app: one :class:`~msmlp.runtime.batcher.DynamicBatcher` behind two protocols.
+
+``/v1`` is msmlp's own (``POST /v1/classify`` an image, ``POST /v1/infer`` a float32 tensor,
+``GET /v1/model``, ``/healthz``, ``/readyz``, ``/metrics``); ``/v2`` is the KServe v2 / Triton HTTP
+protocol (see :mod:`msmlp.serve.v2`), so Triton's clients work unchanged. Both feed the same batcher.
+Routes declare their parameters and bodies, so ``/docs`` and ``/openapi.json`` show the real schema;
+bodies are decoded by :mod:`msmlp.serve.codecs` (strict) in a thread pool, so the event loop keeps
+accepting requests while images are decoded. Errors go through :mod:`msmlp.serve.errors`.
+"""
+
+from __future__ import annotations
+
+import io
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import FastAPI, Header, Query, Request
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.responses import Response
+
+from msmlp.data.labels import topk
+from msmlp.errors import InputError
+from msmlp.log import logger
+from msmlp.models.config import DeployConfig
+from msmlp.runtime.base import Backend
+from msmlp.runtime.batcher import DynamicBatcher
+from msmlp.serve import codecs
+from msmlp.serve.errors import UnsupportedMediaTypeError, install_error_handlers, retry_after
+from msmlp.serve.metrics import Guard, ModelStats, ServiceMetrics
+
+MAX_IMAGE_PIXELS = 40_000_000  # a 40-megapixel photo decodes to 120 MB of RGB; resize larger ones first
+
+
+class Prediction(BaseModel):
+    index: int
+    label: str
+    probability: float
+
+
+class ClassifyResponse(BaseModel):
+    model: str
+    predictions: list[Prediction]
+
+
+class TensorRequest(BaseModel):
+    """A float32 tensor as JSON: ``data`` flat, or nested exactly as ``shape``."""
+
+    shape: list[Annotated[int, Field(ge=1)]] | None = Field(None, min_length=1, max_length=8)
+    data: list[Any] = Field(min_length=1, description="numbers, flat or nested exactly as shape")
+    dtype: str = Field("float32", pattern="^float32$")
+
+
+class InferResponse(BaseModel):
+    shape: list[int]
+    logits: list[Any]
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    type: str | None = None
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in (
+        (400, "bad input"),
+        (413, "body or image too large"),
+        (415, "unsupported content type"),
+        (503, "queue full or not ready (Retry-After)"),
+    )
+}
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+
+
+class Service:
+    """The app's state: batcher, metrics, and the preprocessing config (settled once the backend loads)."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        config: DeployConfig | None,
+        batcher: DynamicBatcher,
+        *,
+        default_topk: int,
+        max_body_bytes: int,
+        max_image_pixels: int,
+        model_name: str | None,
+    ) -> None:
+        self.backend, self.config, self.batcher = backend, config, batcher
+        self.metrics = ServiceMetrics(batcher)
+        self.stats = ModelStats()
+        batcher.add_observer(self.metrics.observe_batch)
+        batcher.add_observer(self.stats.observe_batch)
+        self.default_topk = default_topk
+        self.max_body_bytes = max_body_bytes
+        self.max_image_pixels = max_image_pixels
+        self.model_name = model_name or "model"
+        self._given_name = model_name
+        self.start_error: BaseException | None = None
+
+    def startup(self) -> None:
+        """Start the worker (it loads the backend), settle config and name, warm up. Idempotent:
+        ``serve`` calls it before uvicorn starts, so a load error is one clear message, not a traceback."""
+        if self.batcher.running:
+            return
+        try:
+            self.batcher.start()
+            info = self.backend.info
+            self.model_name = self._given_name or info.model or "model"
+            self.config = self._settle_config(info.config)
+            self._warm_up()
+        except BaseException as exc:
+            self.start_error = exc
+            self.batcher.close(drain=False)
+            raise
+
+    def _settle_config(self, backend_config: DeployConfig | None) -> DeployConfig:
+        shape = tuple(self.backend.input_shape[1:])
+        config = self.config or backend_config
+        if config is None:
+            logger.warning("no deployment config: /v1/classify assumes ImageNet mean/std and bicubic resize")
+            config = DeployConfig(input_size=shape)  # type: ignore[arg-type]
+        if tuple(config.input_size) != shape:
+            raise InputError(
+                f"config input size {config.input_size} does not match the model's input {shape}"
+            )
+        return config
+
+    def _warm_up(self) -> None:
+        """One image through the whole path before reporting ready: the first decode, resize and backend
+        call of a process pay one-off costs (imports, allocations) of 100s of ms."""
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.new("RGB", (96, 80), (120, 90, 60)).save(buffer, format="JPEG")
+        x = self.decode_image(buffer.getvalue(), "warm-up image")
+        topk(self.batcher.submit(x).result(timeout=600)[None], self.default_topk)
+
+    def decode_image(self, data: bytes, label: str) -> np.ndarray:
+        assert self.config is not None, "service not started"
+        return codecs.decode_image(data, label, self.config, self.max_image_pixels)
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes if self.config else 1000
+
+    def retry_after_s(self) -> int:
+        return retry_after(self.batcher.queue_depth, self.batcher.max_batch, self.metrics.infer_ewma_s)
+
+    def ready(self) -> tuple[bool, str]:
+        if not self.backend.loaded:
+            return False, "backend not loaded"
+        if not self.batcher.running:
+            return False, "batch worker not running"
+        return True, "ready"
+
+
+def create_app(
+    backend: Backend,
+    config: DeployConfig | None = None,
+    *,
+    max_batch: int = 8,
+    max_delay_ms: float = 2.0,
+    max_queue: int = 256,
+    max_body_bytes: int = 8 << 20,
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
+    default_topk: int = 5,
+    drain_timeout_s: float = 30.0,
+    model_name: str | None = None,
+) -> FastAPI:
+    """The FastAPI app serving ``backend`` (loaded at startup, in the batcher's worker thread).
+
+    ``config`` gives preprocessing (size, mean/std, resize); ``None`` takes the backend's own config.
+    """
+    from msmlp import __version__
+    from msmlp.serve.v2 import add_v2_routes
+
+    for value, what in (
+        (max_body_bytes, "max_body_bytes"),
+        (default_topk, "default top-k"),
+        (max_image_pixels, "max_image_pixels"),
+    ):
+        if value < 1:
+            raise InputError(f"{what} must be >= 1, got {value}")
+    batcher = DynamicBatcher(backend, max_batch, max_delay_ms, max_queue, name="msmlp-serve-batcher")
+    service = Service(
+        backend,
+        config,
+        batcher,
+        default_topk=default_topk,
+        max_body_bytes=max_body_bytes,
+        max_image_pixels=max_image_pixels,
+        model_name=model_name,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        await run_in_threadpool(service.startup)
+        logger.debug("serving %s (%s) with max_batch %d", service.model_name, backend.name, max_batch)
+        yield
+        await run_in_threadpool(batcher.close, True, drain_timeout_s)
+        logger.info("batcher drained; service stopped")
+
+    app = FastAPI(
+        title="msmlp inference service",
+        version=__version__,
+        lifespan=lifespan,
+        description="Image classification with dynamic batching: msmlp's /v1 API and the KServe v2 "
+        "(Triton) HTTP protocol under /v2.",
+    )
+    app.state.service = service
+    app.add_middleware(Guard, metrics=service.metrics, max_body_bytes=max_body_bytes)
+    install_error_handlers(app, service.retry_after_s)
+    _add_v1_routes(app, service)
+    add_v2_routes(app, service)
+    return app
+
+
+def _add_v1_routes(app: FastAPI, service: Service) -> None:
+    @app.get("/healthz", tags=["health"], summary="process alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get(
+        "/readyz", tags=["health"], summary="backend loaded and batch worker running", responses={503: {}}
+    )
+    async def readyz() -> JSONResponse:
+        ok, reason = service.ready()
+        return JSONResponse({"status": "ready" if ok else "not ready", "reason": reason}, 200 if ok else 503)
+
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics", response_class=Response)
+    async def metrics() -> Response:
+        return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/model", tags=["v1"], summary="what is being served")
+    async def model() -> dict[str, Any]:
+        b = service.batcher
+        return {
+            "model": service.model_name,
+            "backend": service.backend.describe() if service.backend.loaded else None,
+            "config": service.config.to_dict() if service.config else None,
+            "batcher": {"max_batch": b.max_batch, "max_delay_ms": b.max_delay_ms, "max_queue": b.max_queue},
+            "max_body_bytes": service.max_body_bytes,
+            "max_image_pixels": service.max_image_pixels,
+        }
+
+    @app.post(
+        "/v1/classify",
+        tags=["v1"],
+        summary="top-k labels for an image (multipart field 'file', or the raw image bytes)",
+        response_model=ClassifyResponse,
+        responses=ERRORS,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {"file": {"type": "string", "format": "binary"}},
+                            "required": ["file"],
+                        }
+                    },
+                    "image/jpeg": _BINARY,
+                    "image/png": _BINARY,
+                    "application/octet-stream": _BINARY,
+                },
+            }
+        },
+    )
+    async def classify(
+        request: Request,
+        k: Annotated[
+            int | None, Query(alias="topk", ge=1, description="labels to return (default: --topk)")
+        ] = None,
+    ) -> JSONResponse:
+        if k is not None and k > service.num_classes:
+            raise InputError(f"topk={k} is not within 1..{service.num_classes}")
+        data, label = await _image_bytes(request)
+        x = await run_in_threadpool(service.decode_image, data, label)
+        logits = await service.batcher.infer_async(x)
+        predictions = [p.to_dict() for p in topk(logits[None], k or service.default_topk)[0]]
+        return JSONResponse({"model": service.model_name, "predictions": predictions})
+
+    @app.post(
+        "/v1/infer",
+        tags=["v1"],
+        summary="logits for a preprocessed float32 tensor (C,H,W or N,C,H,W)",
+        response_model=InferResponse,
+        responses=ERRORS,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": TensorRequest.model_json_schema()},
+                    "application/octet-stream": _BINARY,
+                },
+            }
+        },
+    )
+    async def infer(
+        request: Request,
+        x_shape: Annotated[
+            str | None, Header(alias="X-Shape", description="shape of a raw body, e.g. 1,3,224,224")
+        ] = None,
+    ) -> JSONResponse:
+        ctype = codecs.content_type(request.headers)
+        if ctype == "application/octet-stream":
+            shape = codecs.parse_shape_header(x_shape)
+            x = await run_in_threadpool(codecs.tensor_from_bytes, await request.body(), shape, "request body")
+        elif ctype == "application/json":
+            x = await run_in_threadpool(_json_tensor, await request.body())
+        else:
+            raise UnsupportedMediaTypeError(
+                f"content type {ctype or 'none'!r} is not accepted by /v1/infer; send application/octet-stream "
+                '(float32 bytes, header X-Shape: N,C,H,W) or application/json {"shape": [...], "data": [...]}'
+            )
+        logits = await service.batcher.infer_async(x)
+        return JSONResponse({"shape": list(logits.shape), "logits": logits.tolist()})
+
+
+async def _image_bytes(request: Request) -> tuple[bytes, str]:
+    ctype = codecs.content_type(request.headers)
+    if ctype == "multipart/form-data":
+        async with request.form(max_files=1, max_fields=16) as form:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise InputError(
+                    f"multipart body has no file part named 'file' (parts: {sorted(form.keys())[:8]}); "
+                    "send it as: curl -F file=@photo.jpg URL"
+                )
+            return await upload.read(), (upload.filename or "upload")[:100]
+    if ctype.startswith("image/") or ctype == "application/octet-stream":
+        return await request.body(), "request body"
+    raise UnsupportedMediaTypeError(
+        f"content type {ctype or 'none'!r} is not accepted by /v1/classify; send multipart/form-data "
+        "with a 'file' part, or the image bytes with an image/* content type"
+    )
+
+
+def _json_tensor(body: bytes) -> np.ndarray:
+    payload = codecs.parse_json(body)
+    if not isinstance(payload, dict) or "data" not in payload:
+        raise InputError('JSON body must be an object {"shape": [N, C, H, W], "data": [numbers]}')
+    if payload.get("dtype", "float32") != "float32":
+        raise InputError(f"dtype {str(payload.get('dtype'))[:40]!r} is not supported; send float32 values")
+    shape = codecs.check_shape(payload["shape"], "JSON") if payload.get("shape") is not None else None
+    return codecs.tensor_from_json(payload["data"], shape, "JSON body")
