@@ -276,7 +276,7 @@ def test_check_options_validates_the_output_folder(tmp_path):
 def test_plugin_shift_export_is_verified_through_its_lowering(tmp_path, name):
     result = run_export(ExportOptions(model=name, out=tmp_path / "out", shift="plugin", bf16=False))
     entry = manifest(result.out)["artifacts"]["model.onnx"]
-    plugin_ops = {"GroupRoll", "EdgeShift"} & set(entry["op_counts"])
+    plugin_ops = {"msmlp::GroupRoll", "msmlp::EdgeShift"} & set(entry["op_counts"])
     assert entry["shift"] == "plugin" and plugin_ops and entry["verification"]["passed"]
     assert "Slice/Concat lowering" in json.loads((result.out / "verify_fp32.json").read_text())["note"]
     assert leftovers(result.out) == []
