@@ -158,13 +158,13 @@ def _read_onnx(path: Path) -> ArtifactInfo:
 
 
 def load_onnx_header(path: Path) -> Any:
-    """The ONNX model without external weights, or an :class:`InputError` naming the file."""
+    """The ONNX model without external weights, or an :class:`EngineError` naming the file."""
     import onnx
 
     try:
         return onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # DecodeError, ValueError...: whatever it is, the file is not usable ONNX
-        raise InputError(
+        raise EngineError(
             f"{str(path)!r} is not a readable ONNX model ({type(exc).__name__}); re-export it with msmlp-export"
         ) from exc
 

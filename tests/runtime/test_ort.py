@@ -16,7 +16,9 @@ import msmlp
 from msmlp.errors import EngineError, InputError
 from msmlp.export.onnx import export_onnx
 from msmlp.runtime import open_backend
-from msmlp.runtime.ort import OnnxRuntimeBackend, file_sha256, find_metadata, resolve_providers
+from msmlp.artifacts import read_artifact
+from msmlp.fileio import file_sha256
+from msmlp.runtime.ort import OnnxRuntimeBackend, resolve_providers
 from msmlp.verify import compare
 
 
@@ -64,7 +66,9 @@ def test_names_shapes_and_range_come_from_the_graph(graphs):
     assert (backend.input_name, backend.output_name) == ("input", "logits")
     assert backend.input_shape == (-1, 3, 64, 64)
     assert backend.batch_range == (1, 64)  # the profile recorded inside the graph
-    assert backend.model_name == "msmlp_micro" and backend.precision == "fp32"
+    assert backend.info.model == "msmlp_micro" and backend.precision == "fp32"
+    with pytest.raises(AttributeError):
+        backend.batch_range = (1, 2)  # read-only: nobody changes a backend's description from outside
     info = backend.describe()
     assert info["providers"] == ["CPUExecutionProvider"] and info["model"] == "msmlp_micro"
     backend.close()
@@ -79,17 +83,17 @@ def test_model_json_sets_the_batch_range_and_a_stale_one_is_ignored(graphs, tmp_
     }
     (tmp_path / "model.json").write_text(json.dumps(meta))
     with OnnxRuntimeBackend(path) as backend:
-        assert backend.batch_range == (2, 16) and backend.model_name == "msmlp_micro"
+        assert backend.batch_range == (2, 16) and backend.info.model == "msmlp_micro"
         with pytest.raises(InputError, match=r"batch 1 is outside the supported range 2\.\.16"):
             backend(batch_of(1))
         assert backend(batch_of(2)).shape == (2, 1000)
     meta["artifacts"]["model.onnx"]["sha256"] = "0" * 64
     (tmp_path / "model.json").write_text(json.dumps(meta))
     with caplog.at_level(logging.WARNING, logger="msmlp"):
-        assert find_metadata(path) is None
+        assert read_artifact(path).source is None
     assert "stale metadata" in caplog.text
     with OnnxRuntimeBackend(path) as backend:
-        assert backend.batch_range == (1, 1 << 30) and backend.model_name is None
+        assert backend.batch_range == (1, 1 << 30) and backend.info.model is None
 
 
 @pytest.mark.parametrize(
@@ -112,9 +116,11 @@ def test_corrupt_truncated_and_missing_files_are_engine_errors(graphs, tmp_path)
     truncated = tmp_path / "truncated.onnx"
     truncated.write_bytes(graphs["msmlp_micro"][0].read_bytes()[:5000])
     for path in (garbage, truncated):
-        with pytest.raises(EngineError, match=r"ONNX Runtime cannot load .*: .*re-export with msmlp-export"):
+        with pytest.raises(
+            EngineError, match=r"is not a readable ONNX model .*re-export it with msmlp-export"
+        ):
             OnnxRuntimeBackend(path).load()
-    with pytest.raises(EngineError, match="does not exist"):
+    with pytest.raises(InputError, match="does not exist"):
         OnnxRuntimeBackend(tmp_path / "missing.onnx").load()
 
 
@@ -126,7 +132,7 @@ def test_graph_of_another_model_is_refused_by_name_then_by_shape(graphs, tmp_pat
         backend.check_model("s2mlpv2_micro", msmlp.get_config("s2mlpv2_micro"))
     bare = without_metadata(s2_path, tmp_path / "bare.onnx")
     with OnnxRuntimeBackend(bare) as backend:
-        assert backend.model_name is None
+        assert backend.info.model is None
         with pytest.raises(
             InputError, match=r"takes input \(N, 3, 112, 112\) but model 'msmlp_micro' takes \(N, 3, 64, 64\)"
         ):
@@ -153,9 +159,24 @@ def test_provider_names_threads_and_levels(graphs):
     assert compare(outs[0], outs[1]).max_rel <= 1e-5
 
 
-def test_open_backend_picks_onnx_runtime(graphs):
-    backend = open_backend(onnx=graphs["msmlp_micro"][0], threads=1)
+def test_open_backend_honours_an_explicit_backend(graphs):
+    backend = open_backend(onnx=graphs["msmlp_micro"][0], backend="onnxruntime", threads=1)
     assert isinstance(backend, OnnxRuntimeBackend) and not backend.loaded
+    with pytest.raises(InputError, match="--backend 'onnx' is not one of"):
+        open_backend(onnx=graphs["msmlp_micro"][0], backend="onnx")
+    with pytest.raises(InputError, match="give exactly one of --model, --onnx or --engine"):
+        open_backend(model="msmlp_micro", onnx=graphs["msmlp_micro"][0])
+
+
+def test_nan_and_infinite_inputs_are_input_errors(graphs):
+    x = batch_of(2)
+    x[1, 0, 0, 0] = np.nan
+    with (
+        OnnxRuntimeBackend(graphs["msmlp_micro"][0]) as backend,
+        pytest.raises(InputError, match="NaN or infinite"),
+    ):
+        backend(x)
+    assert len(backend.infer_times_s) == 0
 
 
 @pytest.mark.gpu
