@@ -85,12 +85,20 @@ def select_backend(path: Path, *, threads: int | None = None, precision: str | N
     return _open(chosen, path, info, threads)
 
 
-def choose(info: ArtifactInfo, available: set[str], missing: Mapping[str, str]) -> tuple[Candidate, str]:
-    """The first usable candidate for the graph and a one-clause reason (what was verified or skipped)."""
+def choose(
+    info: ArtifactInfo,
+    available: set[str],
+    missing: Mapping[str, str],
+    *,
+    recorded: Mapping[str, Mapping[str, Any]] | None = None,
+) -> tuple[Candidate, str]:
+    """The first usable candidate for the graph and a one-clause reason (what was verified or skipped).
+
+    ``recorded``: the verifications to go by (default: what model.json records for the file)."""
     order = ORDER.get(info.precision)
     if order is None:
         raise InputError(f"{info.path.name} has precision {info.precision!r}; auto knows fp32, fp16, int8")
-    passed = recorded_verifications(info)
+    passed = recorded_verifications(info) if recorded is None else recorded
     skipped = []
     if passed:
         for cand in order:
