@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import onnx
@@ -11,8 +10,9 @@ import torch
 from google.protobuf import text_format
 
 import msmlp
+from msmlp.artifacts import write_plan_sidecar
 from msmlp.cli import main
-from msmlp.errors import InputError
+from msmlp.errors import InputError, MsmlpError
 from msmlp.export.onnx import export_onnx
 from msmlp.export.triton import model_config_schema, validate_repository, write_repository
 
@@ -109,7 +109,7 @@ def test_plan_uses_its_sidecar_profile(tmp_path):
             "max": [32, 3, 224, 224],
         },
     }
-    Path(f"{plan}.json").write_text(json.dumps(sidecar))
+    write_plan_sidecar(plan, sidecar)
     model_dir = write_repository(tmp_path / "repo", engine=plan)
     config = parse(model_dir)
     assert config.platform == "tensorrt_plan" and config.max_batch_size == 32
@@ -119,11 +119,11 @@ def test_plan_uses_its_sidecar_profile(tmp_path):
     with pytest.raises(InputError, match="runs only on a GPU"):
         write_repository(tmp_path / "repo2", engine=plan, kind="cpu")
     sidecar["profile"]["min"] = [2, 3, 224, 224]
-    Path(f"{plan}.json").write_text(json.dumps(sidecar))
+    write_plan_sidecar(plan, sidecar)
     with pytest.raises(InputError, match="starts at 2, but Triton sends batches from 1"):
         write_repository(tmp_path / "repo3", engine=plan)
     Path(f"{plan}.json").unlink()
-    with pytest.raises(InputError, match="no metadata file model.plan.json"):
+    with pytest.raises(MsmlpError, match="no metadata file model.plan.json"):
         write_repository(tmp_path / "repo4", engine=plan)
 
 
@@ -171,3 +171,33 @@ def test_cli(exported, tmp_path, capsys):
     assert err.count("\n") == 0 and "exceeds the batch profile max 16" in err
     assert main(["triton-repo", "--onnx", str(exported), "--repo", str(tmp_path), "--preferred", "4,x"]) == 2
     assert "--preferred '4,x' must be positive integers" in capsys.readouterr().err
+
+
+def test_openvino_backend_reads_the_onnx_file_on_cpu(exported, tmp_path, capsys):
+    model_dir = write_repository(tmp_path / "repo", onnx=exported, kind="cpu", target="openvino")
+    config = parse(model_dir)
+    mc = model_config_schema()
+    assert (config.platform, config.backend, config.default_model_filename) == ("", "openvino", "model.onnx")
+    assert (
+        config.max_batch_size == PROFILE[2]
+        and config.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+    )
+    assert (model_dir / "1" / "model.onnx").read_bytes() == exported.read_bytes()
+    with pytest.raises(InputError, match="openvino backend runs on cpu only; use --kind cpu"):
+        write_repository(tmp_path / "repo2", onnx=exported, kind="gpu", target="openvino")
+    with pytest.raises(InputError, match="tensorrt backend cannot run an ONNX graph"):
+        write_repository(tmp_path / "repo2", onnx=exported, target="tensorrt")
+    for spelling in (["--platform", "openvino"], ["--kind", "cpu", "--backend", "openvino"]):
+        repo = tmp_path / spelling[-1] / spelling[0].strip("-")
+        assert main(["triton-repo", "--onnx", str(exported), "--repo", str(repo), *spelling]) == 0
+        assert 'backend: "openvino"' in capsys.readouterr().out
+        assert parse(repo / MODEL) == config
+
+
+def test_repo_naming_a_file_is_one_clear_line(exported, tmp_path, capsys):
+    file = tmp_path / "repo.txt"
+    file.write_text("not a folder")
+    for repo in (file, file / "sub"):
+        assert main(["triton-repo", "--onnx", str(exported), "--repo", str(repo)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and f"{str(file)!r} is a file, not a folder" in err
