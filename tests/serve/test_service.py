@@ -137,7 +137,7 @@ def test_bad_requests_get_clear_4xx_errors(served, image_paths):
         big = b"\0" * (LIMIT + 1)
         r = client.post("/v1/classify", content=big, headers={"content-type": "image/jpeg"})
         assert r.status_code == 413 and f"limit of {LIMIT} bytes" in r.json()["error"]
-        chunks = (b"\0" * 65536 for _ in range(9))  # no Content-Length: counted while streaming
+        chunks = (b"\0" * 65536 for _ in range(17))  # no Content-Length: counted while streaming
         r = client.post("/v1/classify", content=chunks, headers={"content-type": "image/jpeg"})
         assert r.status_code == 413
         x = np.zeros((2, 3, 32, 32), np.float32)
