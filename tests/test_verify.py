@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -12,10 +13,10 @@ import pytest
 import msmlp
 from msmlp.errors import InputError, VerificationError
 from msmlp.export.onnx import export_onnx
-from msmlp.runtime.base import Backend
+from msmlp.runtime.base import Backend, BackendInfo
 from msmlp.runtime.ort import OnnxRuntimeBackend
 from msmlp.runtime.torch_backend import TorchBackend
-from msmlp.verify import TOLERANCES, compare, format_cosine, verify
+from msmlp.verify import MIN_DECISIVE, TOLERANCES, compare, format_cosine, verify
 
 # ----------------------------------------------------------------------------------- compare()
 
@@ -50,32 +51,44 @@ def test_compare_counts_top1_and_top5_disagreement():
     assert s.top5 == pytest.approx((1.0 + 0.8) / 2)
 
 
+TIE = [9.0, 8.95, 5.0, 3.0, 2.0, 1.0, -1.0]  # range 10, lead 0.05 (0.5% of the range): a near tie
+CLEAR = [9.0, 7.0, 5.0, 3.0, 2.0, 1.0, -1.0]  # lead 2.0: decisive
+
+
 def test_near_tie_swaps_are_reported_but_not_held_against_top1():
-    # range 10: row 0 leads by 0.05 (0.5% of the range, a near tie), row 1 by 2.0 (decisive)
-    ref = np.array([[9.0, 8.95, 5.0, 3.0, 2.0, 1.0, -1.0], [9.0, 7.0, 5.0, 3.0, 2.0, 1.0, -1.0]])
+    ref = np.array([TIE] + [CLEAR] * MIN_DECISIVE)
     out = ref.copy()
     out[0, [0, 1]] = out[0, [1, 0]]  # the near tie swaps
     s = compare(ref, out)
-    assert s.top1 == 0.5 and s.near_ties == 1 and s.top1_decisive == 1.0
-    assert not TOLERANCES["int8"].failures(s)
+    assert s.top1 == pytest.approx(8 / 9) and s.near_ties == 1 and s.decisive == 8
+    assert s.top1_decisive == 1.0 and s.top1_measurable
+    assert not TOLERANCES["int8"].failures(s) and not TOLERANCES["int8"].notes(s)
 
 
 def test_decisive_swaps_still_fail_the_top1_tolerance():
-    ref = np.array([[9.0, 7.0, 5.0, 3.0, 2.0, 1.0, -1.0]] * 4)
+    ref = np.array([CLEAR] * 8)
     out = ref.copy()
-    out[0, [0, 1]] = out[0, [1, 0]]  # a 2.0 lead (20% of the range) lost: a real error
+    out[:2, 0], out[:2, 1] = ref[:2, 1], ref[:2, 0]  # a 2.0 lead (20% of the range) lost: a real error
     s = compare(ref, out)
     assert s.near_ties == 0 and s.top1_decisive == 0.75
-    assert any("top-1 agreement 75.0%" in f for f in TOLERANCES["int8"].failures(s))
+    assert "top-1 agreement 75.0% < 95% over 8 decisive of 8 samples" in TOLERANCES["int8"].failures(s)
 
 
-def test_all_near_ties_fall_back_to_raw_top1():
-    ref = np.array([[9.0, 8.99, 0.0], [9.0, 8.99, 0.0]])
+def test_top1_is_not_judged_on_too_few_decisive_samples():
+    """The old gate failed an export on "top-1 agreement 50.0% < 95% (over 0 decisive samples)": one
+    near-tie swap among two samples. Now too few decisive samples means "not measurable", and cosine
+    and relative error decide alone; the message never contradicts itself."""
+    ref = np.array([TIE, TIE] + [CLEAR] * (MIN_DECISIVE - 1))
     out = ref.copy()
-    out[:, [0, 1]] = out[:, [1, 0]]
+    out[:2, [0, 1]] = out[:2, [1, 0]]  # both near ties swap: raw top-1 78%
     s = compare(ref, out)
-    assert s.near_ties == 2 and s.top1_decisive == s.top1 == 0.0
-    assert TOLERANCES["int8"].failures(s)
+    assert s.decisive == 7 and not s.top1_measurable and s.top1 == pytest.approx(7 / 9)
+    tol = TOLERANCES["int8"]
+    assert tol.notes(s) == ["top-1 not measurable here (7 of 9 samples decisive; needs 8)"]
+    assert tol.failures(s) == []  # cosine 0.99997 and rel error decide: within INT8's limits
+    bad = compare(ref, -ref)  # and a broken candidate still fails, on cosine
+    assert [f.split(" <")[0] for f in tol.failures(bad)] == ["cosine -1.0000000"]
+    assert "worst of 9 samples" in tol.failures(bad)[0]
 
 
 def test_nan_rows_fail_every_tolerance():
@@ -122,10 +135,8 @@ class NoisyBackend(Backend):
         self.inner, self.scale = inner, scale
         self.rng = np.random.default_rng(0)
 
-    def _load(self) -> None:
-        self.inner.load()
-        self.input_name, self.output_name = self.inner.input_name, self.inner.output_name
-        self.input_shape, self.batch_range = self.inner.input_shape, self.inner.batch_range
+    def _load(self) -> BackendInfo:
+        return dataclasses.replace(self.inner.load().info, backend=self.name)
 
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = self.inner.infer(feed)[self.output_name]
@@ -152,17 +163,19 @@ def test_verify_onnx_runtime_against_pytorch(contributing, image_paths, tmp_path
         report = verify(ref, cand, image_paths, "fp32", (1, 8), report_path=report_path)
     assert report.passed
     by_batch = {r.batch_size: r for r in report.results}
-    assert (by_batch[1].batches, by_batch[1].originals, by_batch[1].views) == (5, 5, 0)
-    assert (by_batch[8].batches, by_batch[8].originals, by_batch[8].views) == (1, 5, 3)
+    # at least 16 samples per batch size: the 5 photos, then augmented views up to whole batches
+    assert (by_batch[1].batches, by_batch[1].originals, by_batch[1].views) == (16, 5, 11)
+    assert (by_batch[8].batches, by_batch[8].originals, by_batch[8].views) == (2, 5, 11)
     assert all(
         r.stats.max_rel <= 1e-4 and r.stats.cosine >= 0.99999 and r.stats.top1 == 1.0 for r in report.results
     )
     data = json.loads(report_path.read_text())
     assert data["passed"] and data["images"] == [p.name for p in image_paths]
-    assert data["results"][1]["augmented_views"] == 3 and "range" in data["definitions"]["rel_error"]
+    assert data["results"][1]["augmented_views"] == 11 and "range" in data["definitions"]["rel_error"]
+    assert data["min_samples_per_batch"] == 16 and data["min_decisive_for_top1"] == MIN_DECISIVE
     assert data["candidate"]["backend"] == "onnxruntime" and data["reference"]["backend"] == "pytorch"
     table = report.table()
-    assert table.count(" ok") == 2 and "8 (3 aug)" in table
+    assert table.count(" ok") == 2 and "16 (11 aug)" in table
 
 
 def test_verify_fails_on_other_weights_after_writing_the_report(
@@ -197,7 +210,7 @@ def test_verify_rejects_bad_requests(contributing, image_paths, s2_graph):
             InputError, match=r"batch sizes \[128\] are outside the candidate's batch range 1\.\.64"
         ):
             verify(ref, cand, image_paths, "fp32", (1, 128))
-        with pytest.raises(InputError, match="precision 'bf8' is not one of fp32, fp16, int8"):
+        with pytest.raises(InputError, match="precision 'bf8' is not one of fp32, fp16, bf16, int8"):
             verify(ref, cand, image_paths, "bf8")
         with pytest.raises(InputError, match="at least one image"):
             verify(ref, cand, [], "fp32")
@@ -215,6 +228,27 @@ def test_verify_accepts_pil_images_and_greyscale(contributing, image_paths, s2_g
 def test_summary_line_explains_top1_when_near_ties_were_set_aside():
     from msmlp.verify import format_top1
 
-    assert format_top1({"top1": 1.0, "top1_decisive": 1.0, "near_ties": 0}) == "top-1 100%"
-    text = format_top1({"top1": 0.625, "top1_decisive": 1.0, "near_ties": 5})
-    assert text == "top-1 62% (100% of decisive samples; 5 near ties)"
+    assert format_top1({"top1": 1.0, "top1_decisive": 1.0, "near_ties": 0}) == "top-1 100%"  # old summary
+    new = {"top1": 0.625, "top1_decisive": 1.0, "near_ties": 5, "decisive": 11, "samples": 16}
+    assert format_top1({**new, "top1_measurable": True}) == "top-1 62% (100% over 11 decisive of 16 samples)"
+    text = format_top1({**new, "top1_measurable": False, "decisive": 3, "top1_decisive": None})
+    assert text == "top-1 62% (top-1 not measurable here (3 of 16 samples decisive; needs 8))"
+
+
+def test_verification_statistics_rest_on_enough_samples(contributing, image_paths, s2_graph):
+    """Two held-out photos at batch 1 used to give two samples; now each batch size sees >= 16 (and
+    ``samples=`` raises that), and the summary states the counts the tolerances were judged on."""
+    with TorchBackend(contributing("s2mlpv2_micro")) as ref, OnnxRuntimeBackend(s2_graph) as cand:
+        report = verify(ref, cand, image_paths[:2], "int8", (1, 8), samples=24)
+        with pytest.raises(InputError, match="samples per batch size must be a positive integer, got 0"):
+            verify(ref, cand, image_paths[:2], "int8", (1,), samples=0)
+    assert [r.stats.samples for r in report.results] == [24, 24]
+    assert [(r.originals, r.views) for r in report.results] == [(2, 22), (2, 22)]
+    summary = report.summary()
+    assert summary["samples_per_batch"] == [24, 24] and summary["decisive"] == sum(
+        r.stats.decisive for r in report.results
+    )
+    from msmlp.verify import summary_line
+
+    line = summary_line(summary)
+    assert line.startswith("passed: cosine") and "(worst of 48 samples)" in line

@@ -13,9 +13,14 @@ Definitions (also written into every report):
   of its logit range. Swapping two classes that close says nothing about the backend, so the top-1
   *tolerance* is checked on the other, decisive samples (``top1_decisive``); raw ``top1`` and the number
   of near ties are always reported. Synthetic weights produce many near ties; trained ones few.
+- measurable: a top-1 figure over a handful of samples is luck, not a statistic. The top-1 tolerance
+  applies only when at least ``MIN_DECISIVE`` (8) samples are decisive; otherwise the report says
+  "top-1 not measurable here (n of N samples decisive)" and cosine / relative error decide alone.
 
-Batch sizes above the number of images use :func:`augmented` views (random crops and flips of the
-same images); the report says how many samples were originals and how many views.
+Every batch size runs on at least ``samples`` inputs (default ``MIN_SAMPLES``, 16): the images first,
+then :func:`augmented` views (random crops and flips of the same images) up to a whole number of
+batches; the report says how many samples were originals and how many views, and each tolerance's
+message names the number of samples it was judged on.
 """
 
 from __future__ import annotations
@@ -42,9 +47,12 @@ DEFINITIONS = {
     "top1": "fraction of samples whose arg-max class agrees",
     "top1_decisive": "top-1 agreement over samples that are not near ties (the one the tolerance checks)",
     "near_ties": "samples whose reference top-1 leads the runner-up by < 1% of the logit range",
+    "decisive": "samples that are not near ties; top-1 is only judged when at least 8 are decisive",
     "top5": "mean fraction of the reference's top-5 classes found in the candidate's top-5",
 }
 TIE_MARGIN = 0.01
+MIN_DECISIVE = 8  # fewer decisive samples than this: the top-1 tolerance is not measurable
+MIN_SAMPLES = 16  # samples per batch size (originals, then augmented views)
 AUGMENTATION = "random resized crops (50-100% area, aspect 3/4-4/3) and horizontal flips"
 
 
@@ -61,6 +69,11 @@ class ParityStats:
     top5: float
     top1_decisive: float
     near_ties: int
+    decisive: int = -1  # samples that are not near ties (-1: unknown, from an older caller)
+
+    @property
+    def top1_measurable(self) -> bool:
+        return self.decisive >= MIN_DECISIVE
 
     def to_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -93,7 +106,7 @@ def compare(reference: np.ndarray, candidate: np.ndarray) -> ParityStats:
         tie = (best_two[:, 0] - best_two[:, 1]) < TIE_MARGIN * span[:, 0]
     else:
         tie = np.zeros(ref.shape[0], dtype=bool)
-    decisive = top1[~tie] if (~tie).any() else top1  # all near ties: fall back to the raw figure
+    decisive = top1[~tie] if (~tie).any() else top1  # all near ties: show the raw figure (not judged)
     return ParityStats(
         samples=int(ref.shape[0]),
         max_abs=float(err.max()),
@@ -106,6 +119,7 @@ def compare(reference: np.ndarray, candidate: np.ndarray) -> ParityStats:
         top5=float(overlap.mean()),
         top1_decisive=float(decisive.mean()),
         near_ties=int(tie.sum()),
+        decisive=int((~tie).sum()),
     )
 
 
@@ -118,17 +132,25 @@ class Tolerance:
     min_top1: float | None = None
 
     def failures(self, stats: ParityStats) -> list[str]:
+        """Broken limits, each naming the number of samples it was judged on."""
         found = []
+        n = stats.samples
         if self.max_rel is not None and not stats.max_rel <= self.max_rel:
-            found.append(f"max rel error {stats.max_rel:.3g} > {self.max_rel:g}")
+            found.append(f"max rel error {stats.max_rel:.3g} > {self.max_rel:g} (worst of {n} samples)")
         if self.min_cosine is not None and not stats.cosine >= self.min_cosine:
-            found.append(f"cosine {stats.cosine:.7f} < {self.min_cosine}")
-        if self.min_top1 is not None and not stats.top1_decisive >= self.min_top1:
+            found.append(f"cosine {stats.cosine:.7f} < {self.min_cosine} (worst of {n} samples)")
+        if self.min_top1 is not None and stats.top1_measurable and not stats.top1_decisive >= self.min_top1:
             found.append(
                 f"top-1 agreement {stats.top1_decisive:.1%} < {self.min_top1:.0%} "
-                f"(over {stats.samples - stats.near_ties} decisive samples)"
+                f"over {stats.decisive} decisive of {n} samples"
             )
         return found
+
+    def notes(self, stats: ParityStats) -> list[str]:
+        """What could not be judged here, and why (never a failure)."""
+        if self.min_top1 is not None and not stats.top1_measurable:
+            return [top1_not_measurable(stats.decisive, stats.samples)]
+        return []
 
     def describe(self) -> str:
         parts = []
@@ -137,7 +159,10 @@ class Tolerance:
         if self.min_cosine is not None:
             parts.append(f"cosine >= {self.min_cosine}")
         if self.min_top1 is not None:
-            parts.append(f"top-1 agreement >= {self.min_top1:.0%} (near ties excluded)")
+            parts.append(
+                f"top-1 agreement >= {self.min_top1:.0%} over decisive samples "
+                f"(near ties excluded; judged when >= {MIN_DECISIVE} are decisive)"
+            )
         return ", ".join(parts)
 
 
@@ -157,6 +182,7 @@ class BatchResult:
     views: int
     stats: ParityStats
     failures: list[str]
+    notes: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -173,6 +199,7 @@ class VerifyReport:
     seed: int
     results: list[BatchResult] = field(default_factory=list)
     note: str = ""
+    min_samples: int = MIN_SAMPLES
 
     @property
     def passed(self) -> bool:
@@ -190,6 +217,8 @@ class VerifyReport:
             "candidate": self.candidate,
             "images": self.images,
             "augmentation": {"method": AUGMENTATION, "seed": self.seed},
+            "min_samples_per_batch": self.min_samples,
+            "min_decisive_for_top1": MIN_DECISIVE,
             "note": self.note,
             "definitions": DEFINITIONS,
             "results": [
@@ -201,6 +230,8 @@ class VerifyReport:
                     "augmented_views": r.views,
                     "passed": r.passed,
                     "failures": r.failures,
+                    "notes": r.notes,
+                    "top1_measurable": r.stats.top1_measurable,
                     **r.stats.to_dict(),
                 }
                 for r in self.results
@@ -210,6 +241,7 @@ class VerifyReport:
     def summary(self) -> dict[str, Any]:
         """The short form kept in export metadata: pass/fail and the worst figures over batch sizes."""
         rs = [r.stats for r in self.results]
+        judged = [s.top1_decisive for s in rs if s.top1_measurable]
         return {
             "passed": self.passed,
             "precision": self.precision,
@@ -217,20 +249,24 @@ class VerifyReport:
             "file": Path(str(self.candidate["file"])).name if self.candidate.get("file") else None,
             "batch_sizes": [r.batch_size for r in self.results],
             "samples": sum(s.samples for s in rs),
+            "samples_per_batch": [s.samples for s in rs],
             "max_abs": max(s.max_abs for s in rs),
             "max_rel": max(s.max_rel for s in rs),
             "cosine": min(s.cosine for s in rs),
             "top1": min(s.top1 for s in rs),
-            "top1_decisive": min(s.top1_decisive for s in rs),
+            "top1_decisive": min(judged) if judged else None,
+            "top1_measurable": bool(judged),
+            "decisive": sum(s.decisive for s in rs),
             "near_ties": sum(s.near_ties for s in rs),
             "top5": min(s.top5 for s in rs),
             "failures": self.failures(),
+            "notes": [f"batch {r.batch_size}: {n}" for r in self.results for n in r.notes],
         }
 
     def table(self) -> str:
         """One table for the terminal."""
         head = f"{'batch':>5} {'samples':>12} {'max abs':>9} {'mean abs':>9} {'max rel':>9} {'mean rel':>9} "
-        head += f"{'cosine':>10} {'top-1':>7} {'ties':>4} {'top-5':>7}  result"
+        head += f"{'cosine':>10} {'top-1':>7} {'decisive':>8} {'top-5':>7}  result"
         lines = [
             f"parity {self.precision}: {_label(self.candidate)} vs {_label(self.reference)} on "
             f"{len(self.images)} image(s): {', '.join(self.images)}",
@@ -240,12 +276,15 @@ class VerifyReport:
             s = r.stats
             samples = f"{s.samples}" + (f" ({r.views} aug)" if r.views else "")
             result = "ok" if r.passed else "FAIL: " + "; ".join(r.failures)
+            result += "".join(f" ({n})" for n in r.notes)
             lines.append(
                 f"{r.batch_size:>5} {samples:>12} {s.max_abs:>9.2e} {s.mean_abs:>9.2e} {s.max_rel:>9.2e} "
-                f"{s.mean_rel:>9.2e} {format_cosine(s.cosine):>10} {s.top1:>7.1%} {s.near_ties:>4} {s.top5:>7.1%}  {result}"
+                f"{s.mean_rel:>9.2e} {format_cosine(s.cosine):>10} {s.top1:>7.1%} "
+                f"{f'{s.decisive}/{s.samples}':>8} {s.top5:>7.1%}  {result}"
             )
         lines.append(
-            f"tolerance {self.precision}: {self.tolerance.describe()}; rel = abs error / logit range"
+            f"tolerance {self.precision}: {self.tolerance.describe()}; rel = abs error / logit range; "
+            f"cosine and rel error are the worst over each batch size's samples"
         )
         if self.note:
             lines.append(self.note)
@@ -273,12 +312,16 @@ def verify(
     report_path: str | Path | None = None,
     note: str = "",
     raise_on_failure: bool = True,
+    samples: int = MIN_SAMPLES,
 ) -> VerifyReport:
     """Run both backends on the same preprocessed images at each batch size and compare the logits.
 
-    Writes the JSON report (if ``report_path``) before raising :class:`VerificationError` on a
-    broken tolerance.
+    ``samples``: the least number of inputs per batch size (the images, then augmented views, up to
+    whole batches), so that every figure rests on enough samples. Writes the JSON report (if
+    ``report_path``) before raising :class:`VerificationError` on a broken tolerance.
     """
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise InputError(f"verification samples per batch size must be a positive integer, got {samples!r}")
     tolerance = tolerance_for(precision)
     pictures, names = _open_images(images)
     reference.load()
@@ -294,10 +337,11 @@ def verify(
         images=names,
         seed=seed,
         note=note,
+        min_samples=samples,
     )
     for batch_size in _check_batch_sizes(batch_sizes, candidate):
         report.results.append(
-            _run_batch_size(reference, candidate, pictures, batch_size, config, seed, tolerance)
+            _run_batch_size(reference, candidate, pictures, batch_size, config, seed, tolerance, samples)
         )
     if report_path is not None:
         write_report(report, report_path)
@@ -307,11 +351,33 @@ def verify(
 
 
 def format_top1(summary: dict[str, Any]) -> str:
-    """Raw top-1, and when near ties were set aside, the figure the tolerance checked."""
+    """Raw top-1, and the figure the tolerance judged with its sample count, or why it judged none."""
     text = f"top-1 {summary['top1']:.0%}"
+    samples, decisive = summary.get("samples"), summary.get("decisive")
+    if decisive is None or samples is None:  # a summary written before sample counts were recorded
+        if summary.get("near_ties") and summary.get("top1_decisive") is not None:
+            text += f" ({summary['top1_decisive']:.0%} of decisive samples; {summary['near_ties']} near ties)"
+        return text
+    if not summary.get("top1_measurable", True):
+        return text + f" ({top1_not_measurable(decisive, samples)})"
     if summary.get("near_ties"):
-        text += f" ({summary['top1_decisive']:.0%} of decisive samples; {summary['near_ties']} near ties)"
-    return text
+        return text + f" ({summary['top1_decisive']:.0%} over {decisive} decisive of {samples} samples)"
+    return text + f" over {samples} samples"
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    """One line for a report summary: verdict, cosine, rel error and top-1, each with its sample count."""
+    state = "passed" if summary["passed"] else "FAILED"
+    n = summary.get("samples")
+    over = f" (worst of {n} samples)" if n else ""
+    return (
+        f"{state}: cosine {format_cosine(summary['cosine'])}{over}, max rel {summary['max_rel']:.2e}, "
+        f"{format_top1(summary)}"
+    )
+
+
+def top1_not_measurable(decisive: int, samples: int) -> str:
+    return f"top-1 not measurable here ({decisive} of {samples} samples decisive; needs {MIN_DECISIVE})"
 
 
 def format_cosine(value: float) -> str:
@@ -334,8 +400,9 @@ def _run_batch_size(
     config: DeployConfig,
     seed: int,
     tolerance: Tolerance,
+    samples: int,
 ) -> BatchResult:
-    count = batch_size * math.ceil(len(pictures) / batch_size)
+    count = batch_size * math.ceil(max(len(pictures), samples) / batch_size)
     views = augmented(pictures, count, seed=seed)
     inputs = preprocess(views, config)
     refs, outs = [], []
@@ -347,7 +414,13 @@ def _run_batch_size(
     logger.debug("batch %d: %s", batch_size, stats)
     originals = min(len(pictures), count)
     return BatchResult(
-        batch_size, count // batch_size, originals, count - originals, stats, tolerance.failures(stats)
+        batch_size,
+        count // batch_size,
+        originals,
+        count - originals,
+        stats,
+        tolerance.failures(stats),
+        tolerance.notes(stats),
     )
 
 
