@@ -1,5 +1,5 @@
-"""`msmlp bench`: real timings on a micro model's ONNX graph in ONNX Runtime (and PyTorch), the JSON
-report, the PNG plot, the per-layer profile and the concurrency modes. Small counts: this checks
+"""`msmlp bench`: real timings on a micro model's ONNX graph in ONNX Runtime, OpenVINO and PyTorch, the
+JSON report, the PNG plot, the per-layer profiles and the concurrency modes. Small counts: this checks
 the machinery and the report's internal consistency, not speed."""
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import msmlp
 from msmlp.bench import BenchOptions, load_service, run_benchmark, summarize, write_report
 from msmlp.cli import main
 from msmlp.export.onnx import export_onnx
-from msmlp.runtime.service import ServiceThread, create_app
 from msmlp.runtime.torch_backend import TorchBackend
+from msmlp.serve.app import create_app
+from msmlp.serve.server import ServiceThread
 
 MODEL = "msmlp_micro"
-FULL_MODEL = "s2mlpv2_small"
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +47,7 @@ def test_summarize_percentiles():
 def test_bench_onnx_report_profile_and_batcher_load(onnx_file, tmp_path):
     opts = BenchOptions(
         onnx=str(onnx_file),
+        backend="onnxruntime",
         batches=[4, 1, 2],
         warmup=1,
         iters=5,
@@ -61,6 +62,7 @@ def test_bench_onnx_report_profile_and_batcher_load(onnx_file, tmp_path):
     for row in report["results"]:
         assert_consistent(row, row["batch"], 5)
     assert report["backend"]["backend"] == "onnxruntime" and report["backend"]["threads"] == 1
+    assert report["backend"]["file"] == str(onnx_file)
     profile = report["profile"]
     assert profile["available"] and profile["source"] == "onnxruntime" and profile["batch"] == 4
     ops = {r["op"]: r for r in profile["top_ops"]}
@@ -85,7 +87,12 @@ def test_cli_model_exports_a_temporary_onnx(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "p50 ms" in text and "p99 ms" in text and "img/s" in text and "bench.png" in text
     report = json.loads((out / "bench.json").read_text())
-    assert report["backend"]["backend"] == "onnxruntime" and "temporary export" in report["target"]["onnx"]
+    # auto on an unverified graph: the fastest CPU backend at the graph's own precision, never bf16
+    assert (
+        report["backend"]["backend"] in ("openvino", "onnxruntime")
+        and report["backend"]["precision"] == "fp32"
+    )
+    assert "temporary export" in report["target"]["onnx"]
     assert report["target"]["weights"].startswith("synthetic")
     assert [r["batch"] for r in report["results"]] == [1, 2]
     assert (out / "bench.png").stat().st_size > 10_000
@@ -105,8 +112,9 @@ def test_cli_pytorch_backend_with_torch_profiler(tmp_path, capsys):
     ("argv", "message"),
     [
         (["--batch", "0,2"], "--batch '0,2' must be positive integers"),
-        (["--backend", "pytorch"], "--backend pytorch cannot run --onnx"),
-        (["--backend", "tensorrt"], "build one with `msmlp build`"),
+        (["--backend", "pytorch"], "--backend pytorch runs a registered model: pass --model NAME"),
+        (["--backend", "tensorrt"], "--backend tensorrt runs a plan: build one with msmlp build"),
+        (["--compare"], r"give exactly one of --model or --onnx-dir with --compare"),
         (["--batch", "16"], r"batch sizes \[16\] are outside the backend's supported range 1..8"),
         (["--iters", "0"], "--iters must be >= 1"),
     ],
@@ -138,22 +146,34 @@ def test_concurrency_against_a_running_service(contributing, tmp_path):
         assert image.format == "PNG" and image.width > 500
 
 
-@pytest.mark.slow
-def test_cli_full_size_model_table_json_and_plot(tmp_path, capsys):
-    """The documented command on a full-size model (few iterations: this checks the artefacts)."""
+def test_cli_openvino_profile_shows_kernel_precisions(onnx_file, tmp_path, capsys):
+    pytest.importorskip("openvino")
+    from msmlp.runtime.openvino import bf16_support
+
+    precision = "bf16" if bf16_support()[0] else "f32"
     out = tmp_path / "bench"
-    argv = f"bench --model {FULL_MODEL} --batch 1,2,4,8 --warmup 1 --iters 2 --no-progress".split()
-    assert main([*argv, "--out", str(out)]) == 0
-    table = capsys.readouterr().out
-    assert [line.split()[0] for line in table.splitlines()[3:7]] == ["1", "2", "4", "8"]
+    argv = ["bench", "--onnx", str(onnx_file), "--backend", "openvino", "--precision", precision]
+    argv += ["--batch", "2", "--warmup", "1", "--iters", "3", "--profile", "--no-progress", "--out", str(out)]
+    assert main(argv) == 0
     report = json.loads((out / "bench.json").read_text())
-    assert report["target"]["model"] == FULL_MODEL and report["backend"]["input_shape"] == [
-        -1,
-        3,
-        224,
-        224,
-    ]
-    for row in report["results"]:
-        assert_consistent(row, row["batch"], 2)
-    with Image.open(out / "bench.png") as png:
-        assert png.format == "PNG" and png.width >= 1000
+    backend, profile = report["backend"], report["profile"]
+    assert backend["backend"] == "openvino" and backend["inference_precision_hint"] == precision
+    want = "bf16" if precision == "bf16" else "fp32"
+    assert backend["precision"] == want and profile["source"] == "openvino" and profile["batch"] == 2
+    assert next(iter(profile["ms_by_precision"])) == want, profile["ms_by_precision"]
+    assert any(r["op"].startswith("FullyConnected") for r in profile["top_ops"])
+    assert all(r["exec_type"] for r in profile["top_nodes"])
+    assert "by kernel precision" in capsys.readouterr().out
+
+
+def test_cli_url_with_no_service_is_one_line(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    argv = ["bench", "--url", f"http://127.0.0.1:{port}", "--concurrency", "2", "--out", str(tmp_path)]
+    assert main([*argv, "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no service answers" in err and "msmlp serve" in err
+    assert not (tmp_path / "bench.json").exists()

@@ -1,0 +1,83 @@
+"""`msmlp bench --compare`: every installed backend x precision on one real-image batch, interleaved; rows
+carry latency, throughput, speed-up over eager, GFLOP/s against the measured matmul peaks, and parity with
+eager FP32 (so a fast wrong path cannot be named fastest). Micro models, few rounds: this checks the
+machinery and the report, not speed."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import msmlp
+from msmlp.bench import BenchOptions, matmul_peak, run_benchmark
+from msmlp.cli import main
+from msmlp.export.onnx import export_onnx
+from msmlp.runtime.openvino import bf16_support
+
+MODEL = "s2mlpv2_micro"
+BF16 = bf16_support()[0] if __import__("importlib").util.find_spec("openvino") else False
+
+
+def check_rows(compare: dict, batch: int, int8: bool) -> dict[str, dict]:
+    rows = {r["label"]: r for r in compare["rows"]}
+    expected = {"pytorch fp32 (eager)", "pytorch bf16 autocast", "onnxruntime fp32", "openvino fp32"}
+    if BF16:
+        expected.add("openvino bf16")
+    if int8:
+        expected |= {"onnxruntime int8", "openvino int8 (bf16 hint)" if BF16 else "openvino int8"}
+    assert expected <= set(rows), sorted(rows)
+    eager = rows["pytorch fp32 (eager)"]
+    assert eager["speedup_vs_eager"] == 1.0 and eager["cosine"] == pytest.approx(1.0, abs=1e-12)
+    gflop, peaks = compare["gflop_per_image"], compare["peaks_gflops"]
+    assert 0 < gflop < 1 and peaks["bf16"] > 0 and peaks["fp32"] > 0
+    for r in rows.values():
+        assert r["batch"] == batch and r["p50_ms"] <= r["p99_ms"] and r["iters"] == compare["rounds"]
+        assert r["gflops"] == pytest.approx(gflop * batch / (r["p50_ms"] / 1e3))
+        assert r["passed"], (r["label"], r["cosine"], r["top1_decisive"])
+    for label in ("onnxruntime fp32", "openvino fp32"):  # same precision as the reference: exact
+        assert rows[label]["cosine"] > 0.99999 and rows[label]["top1"] == 1.0
+    assert compare["fastest"] in rows
+    return rows
+
+
+def test_compare_model_with_int8_table_json_and_plot(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    argv = f"bench --compare --model {MODEL} --int8 --batch 4 --warmup 1 --iters 2 --threads 2 --no-progress"
+    assert main([*argv.split(), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "matmul peak measured in this run" in text and "onnxruntime int8" in text
+    report = json.loads((out / "bench.json").read_text())
+    rows = check_rows(report["compare"], 4, int8=True)
+    assert report["target"] == {"kind": "model", "model": MODEL, "onnx": "temporary export", "int8": True}
+    assert rows["onnxruntime int8"]["precision"] == "int8" and rows["onnxruntime int8"]["cosine"] < 1.0
+    with Image.open(out / "bench.png") as png:
+        assert png.format == "PNG" and png.width >= 1000 and png.height >= 300
+        assert len(np.unique(np.asarray(png.convert("L")))) > 20, "the plot is not blank"
+
+
+def test_compare_an_export_folder_rebuilds_the_same_reference(tmp_path, contributing):
+    folder = tmp_path / "export"
+    folder.mkdir()
+    export_onnx(contributing(MODEL), folder / "model.onnx", config=msmlp.get_config(MODEL), batch=(1, 4, 8))
+    report = run_benchmark(
+        BenchOptions(onnx_dir=folder, compare=True, batches=[1, 2], warmup=1, iters=2, progress=False)
+    )
+    compare = report["compare"]
+    assert report["target"]["model"] == MODEL and "int8 rows" in compare["skipped"]
+    assert sorted({r["batch"] for r in compare["rows"]}) == [1, 2]
+    check_rows({**compare, "rows": [r for r in compare["rows"] if r["batch"] == 2]}, 2, int8=False)
+
+
+def test_compare_needs_an_export_folder_with_a_graph(tmp_path, capsys):
+    code = main(["bench", "--compare", "--onnx-dir", str(tmp_path), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and "holds no model.onnx" in err
+
+
+def test_matmul_peak_is_positive_and_checks_its_dtype():
+    assert matmul_peak("fp32", n=256, seconds=0.05) > 0
+    with pytest.raises(msmlp.errors.InputError, match="'fp16' is not one of bf16, fp32"):
+        matmul_peak("fp16")
