@@ -1,5 +1,5 @@
-"""Shared fixtures: the real photographs in ../shared/images, models with contributing weights, and
-skips for TensorRT / CUDA where they are absent."""
+"""Shared fixtures: the real photographs msmlp ships (the same five as ../shared/images), models with
+contributing weights, the installed command line, and skips for TensorRT / CUDA where they are absent."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,10 +21,9 @@ import msmlp
 from msmlp.models.weights import make_contributing
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-IMAGES = SHARED / "images"
-MICRO_MODELS = ["msmlp_micro", "s2mlpv2_micro"]
-FULL_MODELS = ["msmlp_tiny", "msmlp_small", "msmlp_base", "s2mlpv2_small", "s2mlpv2_medium"]
+IMAGES = ROOT / "src" / "msmlp" / "data" / "images"  # packaged photos: the tests need nothing outside the repo
+MICRO_MODELS = msmlp.list_models(test=True)
+FULL_MODELS = msmlp.list_models(test=False)
 
 
 def _cuda_reason() -> str | None:
@@ -70,3 +71,35 @@ def tmp_out(tmp_path: Path) -> Path:
     out = tmp_path / "out"
     out.mkdir()
     return out
+
+
+class CLI:
+    """Run ``msmlp-export ...`` or ``msmlp ...`` as installed (console scripts beside this Python)."""
+
+    bin = Path(sys.executable).parent
+
+    def __call__(self, *args: str | Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        program, *rest = (str(a) for a in args)
+        script = self.bin / program
+        if script.exists():
+            command = [str(script), *rest]
+        else:
+            func = "export_main" if program == "msmlp-export" else "main"
+            code = f"import sys; from msmlp.cli import {func}; sys.argv[0] = {program!r}; sys.exit({func}(sys.argv[1:]))"
+            command = [sys.executable, "-c", code, *rest]
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+    @staticmethod
+    def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str, code: int = 2) -> None:
+        """Exit ``code``, exactly one non-empty line on stderr holding every fragment, no traceback."""
+        lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("no --weights")]
+        assert result.returncode == code, result.stderr
+        assert "Traceback" not in result.stderr
+        assert len(lines) == 1, result.stderr
+        for fragment in fragments:
+            assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="session")
+def cli() -> CLI:
+    return CLI()

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import onnx
@@ -17,58 +15,32 @@ import msmlp
 from msmlp.export.onnx import export_onnx
 from msmlp.models.weights import make_contributing
 
-BIN = Path(sys.executable).parent
-
-
-def cli(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run ``msmlp-export ...`` or ``msmlp ...`` as installed (console scripts beside this Python)."""
-    program, *rest = (str(a) for a in args)
-    script = BIN / program
-    command = [str(script), *rest] if script.exists() else [sys.executable, "-c", _entry(program), *rest]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-
-
-def _entry(program: str) -> str:
-    func = "export_main" if program == "msmlp-export" else "main"
-    return (
-        f"import sys; from msmlp.cli import {func}; sys.argv[0] = {program!r}; sys.exit({func}(sys.argv[1:]))"
-    )
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str, code: int = 2) -> None:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode == code, result.stderr
-    assert "Traceback" not in result.stderr
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
-
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> Path:
+def exported(tmp_path_factory, cli) -> Path:
     """``msmlp-export --model msmlp_micro`` run once for the module."""
     out = tmp_path_factory.mktemp("cli") / "micro"
     result = cli("msmlp-export", "--model", "msmlp_micro", "--out", out)
     assert result.returncode == 0, result.stderr
-    assert "[1/5] build msmlp_micro" in result.stderr and "[5/5] TensorRT engine" in result.stderr
+    assert "[1/6] build msmlp_micro" in result.stderr and "[6/6] TensorRT engine" in result.stderr
+    assert "[5/6] verify BF16 against PyTorch (OpenVINO" in result.stderr
     assert "synthetic weights (seed 0)" in result.stderr and "engine step skipped" in result.stderr
-    assert "model.onnx" in result.stdout and "fp32 ok" in result.stdout
+    assert "model.onnx" in result.stdout and "fp32 ok" in result.stdout and "bf16 ok" in result.stdout
     return out
 
 
-def test_unknown_model_is_one_line():
+def test_unknown_model_is_one_line(cli):
     result = cli("msmlp-export", "--model", "nope")
-    assert_one_line_error(result, "msmlp-export: error: unknown model 'nope'", "msmlp models")
+    cli.assert_one_line_error(result, "msmlp-export: error: unknown model 'nope'", "msmlp models")
     assert result.stdout == ""
 
 
-def test_bad_batch_profile_is_one_line_and_writes_nothing(tmp_path):
+def test_bad_batch_profile_is_one_line_and_writes_nothing(tmp_path, cli):
     result = cli("msmlp-export", "--model", "msmlp_micro", "--batch", "8,1,64", "--out", tmp_path / "out")
-    assert_one_line_error(result, "--batch '8,1,64' is invalid", "1 <= MIN <= OPT <= MAX")
+    cli.assert_one_line_error(result, "--batch '8,1,64' is invalid", "1 <= MIN <= OPT <= MAX")
     assert not (tmp_path / "out").exists()
 
 
-def test_failure_mid_export_leaves_no_artefact(tmp_path, image_paths):
+def test_failure_mid_export_leaves_no_artefact(tmp_path, image_paths, cli):
     images = tmp_path / "images"
     images.mkdir()
     shutil.copy(image_paths[0], images / "a.jpg")
@@ -81,9 +53,9 @@ def test_failure_mid_export_leaves_no_artefact(tmp_path, image_paths):
     assert list(out.iterdir()) == []  # the graph was exported and checked, then dropped
 
 
-def test_predict_prints_top5_for_onnx_and_pytorch_alike(exported, image_paths):
+def test_predict_prints_top5_for_onnx_and_pytorch_alike(exported, image_paths, cli):
     image = image_paths[2]
-    by_onnx = cli("msmlp", "predict", "--onnx", exported / "model.onnx", image, "--json")
+    by_onnx = cli("msmlp", "predict", "--onnx", exported / "model.onnx", image, "--json", "--backend", "onnxruntime")
     by_torch = cli("msmlp", "predict", "--model", "msmlp_micro", image, "--json")
     assert by_onnx.returncode == 0 and by_torch.returncode == 0, by_onnx.stderr + by_torch.stderr
     onnx_rows, torch_rows = json.loads(by_onnx.stdout), json.loads(by_torch.stdout)
@@ -98,42 +70,44 @@ def test_predict_prints_top5_for_onnx_and_pytorch_alike(exported, image_paths):
     assert len(ranked) == 6 and ranked[0].lstrip().startswith("1.")
 
 
-def test_predict_refuses_a_non_image(exported, tmp_path):
+def test_predict_refuses_a_non_image(exported, tmp_path, cli):
     notes = tmp_path / "notes.jpg"
     notes.write_text("shopping list: eggs, milk")
     result = cli("msmlp", "predict", "--onnx", exported / "model.onnx", notes)
-    assert_one_line_error(result, "msmlp: error: cannot read", "notes.jpg", "give a JPEG or PNG file")
+    cli.assert_one_line_error(result, "msmlp: error: cannot read", "notes.jpg", "give a JPEG or PNG file")
 
 
-def test_onnx_of_another_model_is_refused(tmp_path, image_paths):
+def test_onnx_of_another_model_is_refused(tmp_path, image_paths, cli):
     config = msmlp.get_config("s2mlpv2_micro")
     model = make_contributing(msmlp.create_model("s2mlpv2_micro"))
     other = export_onnx(model, tmp_path / "s2.onnx", config=config)
     for command in ("predict", "verify"):
         extra = [image_paths[0]] if command == "predict" else []
         result = cli("msmlp", command, "--model", "msmlp_micro", "--onnx", other, *extra)
-        assert_one_line_error(result, "exported from model 's2mlpv2_micro', not 'msmlp_micro'")
+        cli.assert_one_line_error(result, "from model 's2mlpv2_micro', not 'msmlp_micro'")
     bare_graph = onnx.load(other)
     del bare_graph.metadata_props[:]
     bare = tmp_path / "bare.onnx"
     onnx.save(bare_graph, bare)
     result = cli("msmlp", "predict", "--model", "msmlp_micro", "--onnx", bare, image_paths[0])
-    assert_one_line_error(result, "takes input (N, 3, 112, 112) but model 'msmlp_micro' takes (N, 3, 64, 64)")
+    cli.assert_one_line_error(result, "takes input (N, 3, 112, 112) but model 'msmlp_micro' takes (N, 3, 64, 64)")
 
 
-def test_corrupt_onnx_is_one_line(tmp_path, image_paths):
+def test_corrupt_onnx_is_one_line(tmp_path, image_paths, cli):
     broken = tmp_path / "model.onnx"
     broken.write_bytes(b"PK\x03\x04 not a graph")
     result = cli("msmlp", "predict", "--onnx", broken, image_paths[0])
-    assert_one_line_error(result, "ONNX Runtime cannot load", "model.onnx")
+    cli.assert_one_line_error(result, "is not a readable ONNX model", "model.onnx", code=5)
 
 
-def test_verify_passes_with_recorded_weights_and_fails_with_others(exported, tmp_path):
-    ok = cli(
-        "msmlp", "verify", "--model", "msmlp_micro", "--onnx", exported / "model.onnx", "--batch-sizes", "1,4"
-    )
+def test_verify_passes_with_recorded_weights_and_fails_with_others(exported, tmp_path, cli):
+    onnx = exported / "model.onnx"
+    ok = cli("msmlp", "verify", "--onnx", onnx, "--batch-sizes", "1,4", "--backend", "onnxruntime")
     assert ok.returncode == 0, ok.stderr
     assert "parity fp32" in ok.stdout and ok.stdout.count(" ok") == 2
+    auto = cli("msmlp", "verify", "--onnx", onnx, "--batch-sizes", "1,4")  # the fastest verified CPU backend
+    assert auto.returncode == 0, auto.stderr
+    assert "parity bf16: openvino" in auto.stdout and "backend auto: openvino bf16" in auto.stderr
     other = tmp_path / "other.pth"
     torch.save(
         {"state_dict": make_contributing(msmlp.create_model("msmlp_micro"), seed=1).state_dict()}, other

@@ -21,6 +21,7 @@ import tempfile
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from msmlp import __version__
 from msmlp.errors import MsmlpError
@@ -40,12 +41,19 @@ EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: what was wrong, and where the usage is."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 class Terminated(BaseException):
     """Raised in the main thread on SIGTERM so that ``finally`` blocks (staging cleanup) run."""
 
 
 def build_parser(prog: str = "msmlp") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=prog,
         description="Deploy MS-MLP and S2-MLPv2 backbones: ONNX export, FP16/INT8/BF16, TensorRT engines, "
         "parity checks, batched serving and latency profiling.",
@@ -82,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def export_main(argv: Sequence[str] | None = None) -> int:
     """``msmlp-export ...``: the export command under the name users type."""
     module = importlib.import_module(COMMANDS["export"])
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="msmlp-export", description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     _common(parser)
@@ -98,6 +106,9 @@ def _execute(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return int(args._run(args) or 0)
     except MsmlpError as exc:
         return _fail(parser, str(exc), exc.exit_code, args.verbose)
+    except BrokenPipeError:  # `msmlp models | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:  # a folder that is read-only, a full disk, a file that vanished
         where = f" {exc.filename!r}" if exc.filename else ""
         return _fail(

@@ -31,7 +31,7 @@ def one_node_graph(
     return helper.make_model(helper.make_graph([node], "g", [x], [y]), opset_imports=imports)
 
 
-@pytest.mark.parametrize("name", ["msmlp_micro", "s2mlpv2_micro"])
+@pytest.mark.parametrize("name", msmlp.list_models(test=True))
 def test_exported_micro_graphs_pass(contributing, tmp_path, name):
     config = msmlp.get_config(name)
     path = export_onnx(contributing(name), tmp_path / "m.onnx", config=config)

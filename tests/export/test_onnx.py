@@ -18,7 +18,7 @@ from msmlp.export.onnx import check_batch, clean_graph, export_onnx, trace_to_on
 from msmlp.plugins import lower_plugin_nodes
 from msmlp.verify import compare
 
-MICRO = ["msmlp_micro", "s2mlpv2_micro"]
+MICRO = msmlp.list_models(test=True)
 
 
 def run_onnx(path_or_bytes: Path | bytes, x: np.ndarray) -> np.ndarray:

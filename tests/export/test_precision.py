@@ -18,7 +18,7 @@ from msmlp.runtime.ort import OnnxRuntimeBackend
 from msmlp.data.transforms import augmented, load_image, preprocess
 from msmlp.verify import compare, tolerance_for
 
-MICRO = ["msmlp_micro", "s2mlpv2_micro"]
+MICRO = msmlp.list_models(test=True)
 
 
 @pytest.fixture(scope="module")

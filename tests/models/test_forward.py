@@ -10,8 +10,8 @@ import torch
 import msmlp
 from msmlp.data.transforms import load_image, preprocess
 
-MICRO = ["msmlp_micro", "s2mlpv2_micro"]
-FULL = ["msmlp_tiny", "msmlp_small", "msmlp_base", "s2mlpv2_small", "s2mlpv2_medium"]
+MICRO = msmlp.list_models(test=True)
+FULL = msmlp.list_models(test=False)
 
 
 def _run(name, contributing, image_paths):

@@ -272,7 +272,7 @@ def test_check_options_validates_the_output_folder(tmp_path):
         check_options(ExportOptions(model="msmlp_micro", out=a_file))
 
 
-@pytest.mark.parametrize("name", ["msmlp_micro", "s2mlpv2_micro"])
+@pytest.mark.parametrize("name", msmlp.list_models(test=True))
 def test_plugin_shift_export_is_verified_through_its_lowering(tmp_path, name):
     result = run_export(ExportOptions(model=name, out=tmp_path / "out", shift="plugin", bf16=False))
     entry = manifest(result.out)["artifacts"]["model.onnx"]

@@ -48,7 +48,7 @@ def test_cuda_ops_equal_the_reference(dtype):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("name", ["msmlp_micro", "s2mlpv2_micro"])
+@pytest.mark.parametrize("name", msmlp.list_models(test=True))
 def test_model_on_cuda_uses_fused_shifts_and_matches_cpu(contributing, name):
     import msmlp.plugins
 

@@ -18,13 +18,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from msmlp.models import create_model, get_config, list_models
-    from msmlp.models.complexity import complexity
+    from msmlp.models import get_config, list_models
+    from msmlp.models.complexity import complexity_of
 
+    names = list_models(args.pattern)
+    if not names:
+        from msmlp.errors import InputError
+
+        raise InputError(f"no registered model matches {args.pattern!r}; `msmlp models` lists them all")
     rows = []
-    for name in list_models(args.pattern):
+    for name in names:
         cfg = get_config(name)
-        c = complexity(create_model(name), cfg.input_size)
+        c = complexity_of(name)
         rows.append(
             {
                 "name": name,

@@ -40,9 +40,15 @@ def register_model(config: DeployConfig) -> Callable[[Callable[..., nn.Module]],
     return wrap
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    """Registered model names matching a shell-style pattern, e.g. ``list_models("msmlp*")``."""
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+def list_models(pattern: str = "*", *, test: bool | None = None) -> list[str]:
+    """Registered model names matching a shell-style pattern, e.g. ``list_models("msmlp*")``.
+
+    ``test=True`` keeps only the small test configurations, ``test=False`` only the full-size models.
+    """
+    names = sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+    if test is None:
+        return names
+    return [n for n in names if bool(_REGISTRY[n].config.extra.get("test_config")) == test]
 
 
 def _entry(name: str) -> ModelEntry:

@@ -81,9 +81,10 @@ def check_options(opts: ExportOptions) -> ExportOptions:
         if path is not None and not Path(path).is_file():
             raise InputError(f"{label} {str(path)!r} does not exist or is not a file")
     _check_image_folders(opts)
-    if (opts.fp16 or opts.int8 or opts.engine) and opts.shift == "plugin":
+    if (opts.fp16 or opts.int8) and opts.shift == "plugin":
         raise InputError(
-            "--shift plugin writes TensorRT plugin nodes; convert the default --shift slice graph instead"
+            "--fp16/--int8 convert the graph with ModelOpt, which cannot run TensorRT plugin nodes; "
+            "use the default --shift slice for reduced-precision graphs"
         )
     if opts.engine:
         available, reason = tensorrt_status()
