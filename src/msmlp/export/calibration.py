@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from msmlp.data.transforms import augmented, load_image, preprocess
 from msmlp.errors import InputError
 from msmlp.fileio import atomic_path, write_text_atomic
 from msmlp.log import logger
 from msmlp.models.registry import DeployConfig
-from msmlp.data.transforms import augmented, load_image, preprocess
 
 CACHE_VERSION = 1
 MAX_SIZE = 4096

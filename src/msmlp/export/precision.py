@@ -60,7 +60,7 @@ def convert_fp16(
     model = _run_autocast(src, graph, ref, op_types, names, keep_io_types)
     seconds = time.perf_counter() - start
     carry_metadata(graph, model, precision="fp16")
-    check_graph(model, f"FP16 graph from {src}")
+    check_valid(model, f"FP16 graph from {src}")
     save_model_atomic(model, dst)
     summary = precision_summary(model)
     logger.info(
@@ -186,7 +186,7 @@ def carry_metadata(source: onnx.ModelProto, model: onnx.ModelProto, *, precision
     model.metadata_props.add(key="msmlp.precision", value=precision)
 
 
-def check_graph(model: onnx.ModelProto, what: str) -> None:
+def check_valid(model: onnx.ModelProto, what: str) -> None:
     """onnx.checker on the result, so a broken graph never reaches disk."""
     try:
         onnx.checker.check_model(model)
@@ -242,8 +242,8 @@ def _reference_inputs(model: onnx.ModelProto, reference: np.ndarray | None) -> n
     """Real images for AutoCast's range check: random inputs would underestimate activations."""
     dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     if reference is None:
-        from msmlp.models.registry import DeployConfig
         from msmlp.data.transforms import builtin_images, preprocess
+        from msmlp.models.registry import DeployConfig
 
         if len(dims) != 4 or not all(dims[1:]):
             raise InputError(f"cannot make reference images for input shape {dims}; pass reference=")

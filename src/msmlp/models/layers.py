@@ -19,7 +19,6 @@ from contextvars import ContextVar
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 # ---------------------------------------------------------------------------------------------- roll
 
@@ -142,13 +141,12 @@ def fused(name: str, x: torch.Tensor) -> Callable[..., torch.Tensor] | None:
     return None
 
 
-# ----------------------------------------------------------------------------------------- norms
+# ----------------------------------------------------------------------------------------- init
 
 
-class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over channels of an N,C,H,W tensor (permutes to channels-last and back)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.permute(0, 2, 3, 1)
-        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
-        return x.permute(0, 3, 1, 2)
+def init_linear(m: nn.Module) -> None:
+    """Both families' initialisation: truncated normal (std 0.02) Linear weights, zero biases."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn as nn
 
-from msmlp.models.layers import check_shift_form, fused, roll_reference, roll_sliced
+from msmlp.models.layers import check_shift_form, fused, init_linear, roll_reference, roll_sliced
 from msmlp.models.registry import DeployConfig, register_model
 
 PAPER = "Zheng et al. 2022, arXiv 2202.06510"
@@ -147,7 +147,7 @@ class MSMLP(nn.Module):
         )
         self.norm = nn.LayerNorm(self.num_features, eps=LN_EPS)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        self.apply(_init_weights)
+        self.apply(init_linear)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)
@@ -161,13 +161,6 @@ class MSMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
-
-
-def _init_weights(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
 
 
 # Checkpoint adaptation: none needed. Parameter names above are the official ones, so a released

@@ -21,6 +21,7 @@ from msmlp.models.layers import (
     edge_shift_reference,
     edge_shift_sliced,
     fused,
+    init_linear,
 )
 from msmlp.models.registry import DeployConfig, register_model
 
@@ -152,7 +153,7 @@ class S2MLPv2(nn.Module):
         )
         self.norm = nn.LayerNorm(self.num_features, eps=LN_EPS)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        self.apply(_init_weights)
+        self.apply(init_linear)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed.proj(x).permute(0, 2, 3, 1)
@@ -166,13 +167,6 @@ class S2MLPv2(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
-
-
-def _init_weights(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
-        nn.init.trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
 
 
 def _cfg(**kw) -> DeployConfig:
