@@ -46,18 +46,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def build_backend(name: str, folder: Path, threads: int):
     import msmlp
     from msmlp.export.onnx import export_onnx
-    from msmlp.models.weights import make_contributing
+    from msmlp.models.weights import load_for_deploy
     from msmlp.runtime.ort import OnnxRuntimeBackend
 
-    model = make_contributing(msmlp.create_model(name), seed=0).eval()
+    model = load_for_deploy(name, quiet=True)
     path = export_onnx(model, folder / f"{name}.onnx", config=msmlp.get_config(name))
     return OnnxRuntimeBackend(path, threads=threads).load()
 
 
 def images(backend, count: int) -> np.ndarray:
     """Real photos (the built-in samples, cropped/flipped to ``count``) at the model's input size."""
-    from msmlp.models.registry import DeployConfig
     from msmlp.data.transforms import augmented, builtin_images, load_image, preprocess
+    from msmlp.models.registry import DeployConfig
 
     config = DeployConfig(input_size=tuple(backend.input_shape[1:]))
     photos = augmented([load_image(p) for p in builtin_images()], count, seed=0)

@@ -59,12 +59,12 @@ def bench_model(name: str, batch_sizes: list[int], args: argparse.Namespace, fol
 
     import msmlp
     from msmlp.export.onnx import export_onnx
-    from msmlp.models.weights import make_contributing
+    from msmlp.models.weights import load_for_deploy
     from msmlp.runtime.ort import OnnxRuntimeBackend
     from msmlp.verify import compare
 
     config = msmlp.get_config(name)
-    model = make_contributing(msmlp.create_model(name), seed=0).eval()
+    model = load_for_deploy(name, quiet=True)
     start = time.perf_counter()
     path = export_onnx(model, folder / f"{name}.onnx", config=config)
     export_s = time.perf_counter() - start

@@ -76,12 +76,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def build_graphs(name: str, work: Path, calib_size: int, method: str, reuse: bool) -> tuple[dict, dict]:
     """FP32, FP16 and INT8 graphs of ``name`` in ``work``; returns their paths and build figures."""
     import msmlp
+    from msmlp.data.transforms import builtin_images
     from msmlp.export.calibration import calibration_batch, split_calibration
     from msmlp.export.onnx import export_onnx
     from msmlp.export.precision import convert_fp16
     from msmlp.export.quantize import quantize_int8
-    from msmlp.models.weights import make_contributing
-    from msmlp.data.transforms import builtin_images
+    from msmlp.models.weights import load_for_deploy
 
     config = msmlp.get_config(name)
     graphs = {p: work / f"model.{p}.onnx" for p in PRECISIONS}
@@ -89,7 +89,7 @@ def build_graphs(name: str, work: Path, calib_size: int, method: str, reuse: boo
     if reuse and all(g.is_file() for g in graphs.values()):
         return graphs, json.loads((work / "build.json").read_text())
     start = time.perf_counter()
-    model = make_contributing(msmlp.create_model(name), seed=0).eval()
+    model = load_for_deploy(name, quiet=True)
     export_onnx(model, graphs["fp32"], config=config, model_name=name)
     build["fp32"] = {"seconds": round(time.perf_counter() - start, 1), "bytes": graphs["fp32"].stat().st_size}
     build["fp16"] = convert_fp16(graphs["fp32"], graphs["fp16"])
@@ -106,16 +106,16 @@ def parity(name: str, graphs: dict, views: int) -> dict:
     import torch
 
     import msmlp
-    from msmlp.export.calibration import split_calibration
-    from msmlp.models.weights import make_contributing
-    from msmlp.runtime.ort import OnnxRuntimeBackend
     from msmlp.data.transforms import augmented, builtin_images, load_image, preprocess
+    from msmlp.export.calibration import split_calibration
+    from msmlp.models.weights import load_for_deploy
+    from msmlp.runtime.ort import OnnxRuntimeBackend
     from msmlp.verify import compare
 
     config = msmlp.get_config(name)
     _, held_out = split_calibration(builtin_images())
     x = preprocess(augmented([load_image(f) for f in held_out], views, seed=1), config)
-    model = make_contributing(msmlp.create_model(name), seed=0).eval()
+    model = load_for_deploy(name, quiet=True)
     with torch.inference_mode():
         ref = np.concatenate([model(torch.from_numpy(x[i : i + 8])).numpy() for i in range(0, len(x), 8)])
     out = {"images": [f.name for f in held_out], "views": views}
@@ -128,15 +128,21 @@ def parity(name: str, graphs: dict, views: int) -> dict:
 
 def latency(graphs: dict, name: str, batch: int, repeat: int, threads: int | None) -> dict:
     """Median seconds per call of each graph, timed in turns so that noise is shared."""
+    from dataclasses import replace
+
     import msmlp
+    from msmlp.artifacts import read_artifact
     from msmlp.runtime.ort import OnnxRuntimeBackend
 
     config = msmlp.get_config(name)
     x = np.random.default_rng(0).standard_normal((batch, *config.input_size)).astype(np.float32)
-    backends = {p: OnnxRuntimeBackend(g, threads=threads).load() for p, g in graphs.items()}
+    # the converted graphs carry the export's batch profile; this benchmark times any batch size
+    unbounded = {p: replace(read_artifact(g), batch=None) for p, g in graphs.items()}
+    backends = {
+        p: OnnxRuntimeBackend(g, threads=threads, artifact=unbounded[p]).load() for p, g in graphs.items()
+    }
     try:
         for b in backends.values():
-            b.batch_range = (1, 1 << 30)
             b(x)  # warm-up: first-run allocations and kernel selection
         times: dict[str, list[float]] = {p: [] for p in backends}
         for _ in range(repeat):
