@@ -1,0 +1,314 @@
+"""Automatic mixed precision for INT8: which layer groups stay in high precision so that the held-out
+cosine meets a target, at the best measured speed.
+
+Greedy, deterministic and bounded: the groups are ranked once by cosine gained per GMAC when kept
+alone (:mod:`msmlp.diagnose.sensitivity`: one accuracy run per group, no timing); then the top 1, 2,
+3... groups are kept until the target is met, and groups that turn out unnecessary are dropped again.
+At most ``max_configs`` such configurations are tried, each timed at ``batch`` on ONNX Runtime CPU.
+Choices depend on accuracy only, never on timings, so the same inputs give the same choice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from msmlp.diagnose.graph import load_model, quantized_groups, release
+from msmlp.diagnose.sensitivity import Evaluator, GroupSensitivity, sensitivity, sensitivity_table
+from msmlp.errors import InputError
+from msmlp.log import logger
+from msmlp.verify import ParityStats
+
+MAX_CONFIGS = 8
+TIMING_RUNS = 3
+
+
+@dataclass
+class Config:
+    name: str
+    groups: list[str]
+    cosine: float
+    cosine_mean: float
+    top1: float
+    max_rel: float
+    latency_ms: float
+    meets: bool
+    chosen: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class SearchResult:
+    target: float
+    samples: int
+    batch: int
+    met: bool
+    keep_groups: list[str]
+    keep_nodes: list[str]
+    configs: list[Config]
+    sensitivity: list[GroupSensitivity]
+    base_cosine: float
+    speedup_vs_fp32: float | None = None  # chosen config vs the FP32 graph, interleaved timing
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record kept in model.json (node names are listed there once, in ``keep_nodes``)."""
+        return {
+            "target_cosine": self.target,
+            "target_met": self.met,
+            "held_out_samples": self.samples,
+            "batch": self.batch,
+            "keep_groups": self.keep_groups,
+            "keep_nodes": self.keep_nodes,
+            "speedup_vs_fp32": self.speedup_vs_fp32,
+            "configs": [c.to_dict() for c in self.configs],
+            "sensitivity": [r.to_dict() for r in self.sensitivity],
+            "seconds": round(self.seconds, 1),
+            "notes": self.notes,
+            "method": "greedy by held-out cosine gained per GMAC; ONNX Runtime CPU timings; "
+            "cosine = worst held-out sample vs the FP32 graph",
+        }
+
+    def table(self) -> str:
+        lines = [
+            f"INT8 mixed precision: target held-out cosine >= {self.target} over {self.samples} samples; "
+            f"latency at batch {self.batch} on ONNX Runtime CPU",
+            f"{'config':<14} {'kept groups':>11} {'cosine':>10} {'mean cos':>10} {'top-1':>6} {'max rel':>9} "
+            f"{'ms':>8} {'vs fp32':>8}  ",
+        ]
+        fp32 = next((c.latency_ms for c in self.configs if c.name == "fp32"), None)
+        for c in self.configs:
+            ratio = f"{fp32 / c.latency_ms:.2f}x" if fp32 and c.latency_ms else "-"
+            mark = "<- chosen" if c.chosen else ("meets" if c.meets else "")
+            lines.append(
+                f"{c.name:<14} {len(c.groups):>11} {c.cosine:>10.6f} {c.cosine_mean:>10.6f} {c.top1:>6.0%} "
+                f"{c.max_rel:>9.2e} {c.latency_ms:>8.1f} {ratio:>8}  {mark}"
+            )
+        state = "met" if self.met else "NOT met (best trade-off found is chosen)"
+        lines.append(f"target {state}; kept in high precision: {', '.join(self.keep_groups) or 'nothing'}")
+        if self.speedup_vs_fp32:
+            lines.append(f"chosen vs FP32 graph, interleaved timing: {self.speedup_vs_fp32:.2f}x faster")
+        lines += self.notes
+        return "\n".join(lines)
+
+
+def search_mixed_precision(
+    fp32_path: str | Path,
+    int8: str | Path | onnx.ModelProto,
+    inputs: np.ndarray,
+    target_cosine: float,
+    *,
+    batch: int = 8,
+    max_configs: int = MAX_CONFIGS,
+    threads: int | None = None,
+) -> SearchResult:
+    """Choose the groups of the calibrated ``int8`` graph to keep in high precision (see module doc).
+
+    ``inputs``: held-out preprocessed images (never the calibration batch). The FP32 graph's logits
+    on them are the reference.
+    """
+    if not 0 < target_cosine < 1:
+        raise InputError(f"--target-cosine {target_cosine!r} must be between 0 and 1 (e.g. 0.9995)")
+    if isinstance(max_configs, bool) or not isinstance(max_configs, int) or max_configs < 1:
+        raise InputError(f"max configurations {max_configs!r} must be a positive integer")
+    start = time.perf_counter()
+    fp32 = load_model(fp32_path)
+    q = int8 if isinstance(int8, onnx.ModelProto) else load_model(int8)
+    ev = Evaluator(fp32, inputs, batch, threads)
+    configs = [_measure(ev, "fp32", [], fp32, target_cosine), _measure(ev, "int8", [], q, target_cosine)]
+    base = ev.parity(q)
+    groups = quantized_groups(q)
+    rows: list[GroupSensitivity] = []
+    kept: list[str] = []
+    if not configs[1].meets:
+        rows = sensitivity(fp32, q, ev, base)
+        logger.info("%s", sensitivity_table(rows, base.cosine))
+        kept = _greedy(ev, fp32, q, groups, rows, target_cosine, max_configs, configs)
+    chosen = _choose(configs, kept)
+    chosen.chosen = True
+    result = SearchResult(
+        target=target_cosine,
+        samples=len(inputs),
+        batch=batch,
+        met=chosen.meets,
+        keep_groups=chosen.groups,
+        keep_nodes=[n for g in chosen.groups for n in groups[g]],
+        configs=configs,
+        sensitivity=rows,
+        base_cosine=base.cosine,
+    )
+    final = release(q, fp32, result.keep_nodes) if chosen.groups else q
+    result.speedup_vs_fp32 = _interleaved_speedup(ev, fp32, final)
+    if not chosen.meets:
+        result.notes.append(
+            f"no configuration within {max_configs} tries met cosine {target_cosine}; the most accurate one "
+            "tried is chosen (raise --max-configs, or --keep-fp32 more, or use FP16/BF16)"
+        )
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _greedy(
+    ev: Evaluator,
+    fp32: onnx.ModelProto,
+    q: onnx.ModelProto,
+    groups: dict[str, list[str]],
+    rows: Sequence[GroupSensitivity],
+    target: float,
+    max_configs: int,
+    configs: list[Config],
+) -> list[str]:
+    """Keep the best-ranked groups one more at a time until the target is met, then drop the ones that
+    are not needed (latest first). Returns the groups of the configuration that met the target."""
+    order = [r.group for r in rows if r.gain > 0]
+    tried = 0
+    kept: list[str] = []
+    met: list[str] | None = None
+    for group in order:
+        if tried >= max_configs:
+            break
+        kept = [*kept, group]
+        tried += 1
+        c = _measure(ev, f"keep {len(kept)}", kept, release(q, fp32, _nodes(groups, kept)), target)
+        configs.append(c)
+        if c.meets:
+            met = kept
+            break
+    if met is None:
+        return []
+    for group in reversed(met[:-1]):  # the last one was needed to meet the target
+        if tried >= max_configs:
+            break
+        trial = [g for g in met if g != group]
+        tried += 1
+        c = _measure(ev, f"drop {len(configs) - 1}", trial, release(q, fp32, _nodes(groups, trial)), target)
+        configs.append(c)
+        if c.meets:
+            met = trial
+    return met
+
+
+def _choose(configs: list[Config], kept: list[str]) -> Config:
+    """The INT8 configuration that met the target with the fewest groups kept; else the most accurate."""
+    int8 = [c for c in configs if c.name != "fp32"]
+    meeting = [c for c in int8 if c.meets]
+    if meeting:
+        exact = [c for c in meeting if c.groups == kept] if kept else []
+        return exact[0] if exact else min(meeting, key=lambda c: (len(c.groups), -c.cosine))
+    return max(int8, key=lambda c: (c.cosine, -len(c.groups)))
+
+
+def _nodes(groups: dict[str, list[str]], kept: Sequence[str]) -> list[str]:
+    return [n for g in kept for n in groups[g]]
+
+
+def _measure(ev: Evaluator, name: str, kept: list[str], model: onnx.ModelProto, target: float) -> Config:
+    session = ev.session(model)
+    stats: ParityStats = _parity(ev, session)
+    ms = _latency(session, ev.inputs[: ev.batch])
+    logger.info(
+        "mixed precision %-10s %2d groups kept: cosine %.6f, %.1f ms", name, len(kept), stats.cosine, ms
+    )
+    return Config(
+        name,
+        list(kept),
+        stats.cosine,
+        stats.cosine_mean,
+        stats.top1,
+        stats.max_rel,
+        ms,
+        stats.cosine >= target,
+    )
+
+
+def _parity(ev: Evaluator, session: Any) -> ParityStats:
+    from msmlp.verify import compare
+
+    return compare(ev.reference, ev.logits(session))
+
+
+def _latency(session: Any, x: np.ndarray, runs: int = TIMING_RUNS) -> float:
+    """Median ms per call after one warm-up call."""
+    name = session.get_inputs()[0].name
+    session.run(None, {name: x})
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        session.run(None, {name: x})
+        times.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(times))
+
+
+def _interleaved_speedup(
+    ev: Evaluator, fp32: onnx.ModelProto, chosen: onnx.ModelProto, rounds: int = 5
+) -> float:
+    """FP32 median / chosen median, the two alternating in one run (a loaded machine hits both alike)."""
+    a, b = ev.session(fp32), ev.session(chosen)
+    x = ev.inputs[: ev.batch]
+    name = a.get_inputs()[0].name
+    a.run(None, {name: x})
+    b.run(None, {name: x})
+    ta, tb = [], []
+    for _ in range(rounds):
+        for session, times in ((a, ta), (b, tb)):
+            t0 = time.perf_counter()
+            session.run(None, {name: x})
+            times.append(time.perf_counter() - t0)
+    return float(np.median(ta) / np.median(tb))
+
+
+def quantize_mixed(
+    fp32_path: str | Path,
+    dst: str | Path,
+    calib: np.ndarray,
+    held_out: np.ndarray,
+    target_cosine: float,
+    *,
+    method: str = "max",
+    keep_fp32: Sequence[str] = (),
+    batch: int = 8,
+    max_configs: int = MAX_CONFIGS,
+    plot: str | Path | None = None,
+) -> dict[str, Any]:
+    """INT8 with automatic mixed precision: calibrate once (``calib``, the export's cached batch), search
+    on ``held_out`` inputs, then let ModelOpt write the graph with the chosen groups excluded. Returns
+    :func:`~msmlp.export.quantize.quantize_int8`'s info plus a ``mixed_precision`` record (the search,
+    and the written graph's own held-out figures)."""
+    from msmlp.export.quantize import quantize_int8
+
+    dst = Path(dst)
+    info = quantize_int8(Path(fp32_path), dst, calib, method=method, keep_fp32=keep_fp32)
+    result = search_mixed_precision(
+        fp32_path, dst, held_out, target_cosine, batch=batch, max_configs=max_configs
+    )
+    logger.info("%s", result.table())
+    record = result.to_dict()
+    if result.keep_nodes:
+        info = quantize_int8(
+            Path(fp32_path), dst, calib, method=method, keep_fp32=[*keep_fp32, *result.keep_nodes]
+        )
+        ev = Evaluator(load_model(fp32_path), held_out, batch, None)
+        final = ev.parity(load_model(dst))
+        record["written"] = {"cosine": final.cosine, "cosine_mean": final.cosine_mean, "top1": final.top1}
+        if final.cosine < target_cosine and result.met:
+            logger.warning(
+                "mixed precision: ModelOpt's graph with the chosen groups excluded gives held-out cosine "
+                "%.6f, below the %.6f the search measured",
+                final.cosine,
+                target_cosine,
+            )
+    if plot is not None:
+        from msmlp.diagnose.plot import plot_tradeoff
+
+        plot_tradeoff(record["configs"], target_cosine, plot)
+        record["plot"] = Path(plot).name
+    return {**info, "mixed_precision": record}
