@@ -36,6 +36,7 @@ class ExportOptions:
     calib_size: int = 32
     calib_method: str = "max"
     keep_fp32: tuple[str, ...] = ()
+    target_cosine: float | None = None  # INT8: keep layer groups in high precision to meet this held-out cosine
     shift: str = "slice"
     engine: bool = False  # require the TensorRT engine step
     workspace_gib: float = 4.0
@@ -81,6 +82,7 @@ def check_options(opts: ExportOptions) -> ExportOptions:
         if path is not None and not Path(path).is_file():
             raise InputError(f"{label} {str(path)!r} does not exist or is not a file")
     _check_image_folders(opts)
+    _check_target_cosine(opts)
     if (opts.fp16 or opts.int8) and opts.shift == "plugin":
         raise InputError(
             "--fp16/--int8 convert the graph with ModelOpt, which cannot run TensorRT plugin nodes; "
@@ -92,6 +94,16 @@ def check_options(opts: ExportOptions) -> ExportOptions:
             raise ExportError(f"--engine was given but the engine cannot be built: {reason}")
     check_writable_folder(opts.out_dir, "--out")
     return replace(opts, batch=batch)
+
+
+def _check_target_cosine(opts: ExportOptions) -> None:
+    target = opts.target_cosine
+    if target is None:
+        return
+    if not opts.int8:
+        raise InputError(f"--target-cosine {target!r} chooses INT8 layers to keep in high precision; add --int8")
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target < 1:
+        raise InputError(f"--target-cosine {target!r} must be a number between 0 and 1, e.g. 0.9995")
 
 
 def check_profile(batch: tuple[int, int, int]) -> tuple[int, int, int]:

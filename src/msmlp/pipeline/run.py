@@ -192,8 +192,25 @@ def int8_step(run: _Run) -> None:
     }
 
     def quantize(stage: Path) -> dict:
-        info = quantize_int8(
-            run.result.artifacts["fp32"], stage, calib, method=opts.calib_method, keep_fp32=opts.keep_fp32
+        if opts.target_cosine is None:
+            info = quantize_int8(
+                run.result.artifacts["fp32"], stage, calib, method=opts.calib_method, keep_fp32=opts.keep_fp32
+            )
+            return {**info, "calibration": calibration}
+        from msmlp.data.transforms import augmented, load_image, preprocess
+        from msmlp.diagnose.autoprec import quantize_mixed
+        from msmlp.verify import MIN_SAMPLES
+
+        views = augmented([load_image(p) for p in held_out], max(MIN_SAMPLES, len(held_out)), seed=opts.seed)
+        info = quantize_mixed(
+            run.result.artifacts["fp32"],
+            stage,
+            calib,  # the cached calibration batch, reused: one calibration for the whole search
+            preprocess(views, run.config),
+            opts.target_cosine,
+            method=opts.calib_method,
+            keep_fp32=opts.keep_fp32,
+            plot=run.out / "int8_tradeoff.png",
         )
         return {**info, "calibration": calibration}
 
