@@ -9,13 +9,14 @@ import asyncio
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from msmlp.errors import InputError, OverloadedError
-from msmlp.runtime.base import Backend
+from msmlp.runtime.base import Backend, BackendInfo
 from msmlp.runtime.batcher import BatchCounter, BatcherClosedError, DynamicBatcher
 from msmlp.runtime.torch_backend import TorchBackend
 
@@ -29,16 +30,15 @@ class Wrapped(Backend):
 
     name = "wrapped"
 
-    def __init__(self, inner: Backend, hook=None) -> None:
+    def __init__(self, inner: Backend, hook=None, batch_range: tuple[int, int] | None = None) -> None:
         super().__init__()
-        self.inner, self.hook = inner, hook
+        self.inner, self.hook, self.narrow_to = inner, hook, batch_range
         self.calls: list[np.ndarray] = []
         self.entered = threading.Event()
 
-    def _load(self) -> None:
-        self.inner.load()
-        self.input_name, self.output_name = self.inner.input_name, self.inner.output_name
-        self.input_shape, self.batch_range = self.inner.input_shape, self.inner.batch_range
+    def _load(self) -> BackendInfo:
+        info = replace(self.inner.load().info, backend=self.name)
+        return replace(info, batch_range=self.narrow_to) if self.narrow_to else info
 
     def _infer(self, feed):
         x = feed[self.input_name]
@@ -220,9 +220,7 @@ def test_bad_requests_and_settings_are_refused(torch_backend):
         DynamicBatcher(torch_backend).submit(inputs(1)[0])
     with pytest.raises(InputError, match="max_queue must be >= max_batch"):
         DynamicBatcher(torch_backend, max_batch=8, max_queue=4)
-    narrow = Wrapped(torch_backend)
-    narrow.load()
-    narrow.batch_range = (1, 4)
+    narrow = Wrapped(torch_backend, batch_range=(1, 4))
     with pytest.raises(InputError, match=r"max_batch=8 exceeds the backend's largest batch 4"):
         DynamicBatcher(narrow, max_batch=8).start()
 

@@ -44,7 +44,7 @@ def test_a_busy_port_is_one_line_and_its_own_exit_code():
         port = taken.getsockname()[1]
         child = _serve("--port", str(port))
         _, err = child.communicate(timeout=WAIT_S)
-    assert child.returncode == 4
+    assert child.returncode == 6  # ServiceError: see msmlp.errors
     assert err.strip() == (
         f"msmlp: error: port {port} on 127.0.0.1 is already in use (another server?); stop it, or pass "
         "another --port (0 picks a free one)"

@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from msmlp.errors import InputError, MsmlpError, OverloadedError
+from msmlp.errors import InputError, MsmlpError, OverloadedError, ServiceError
 from msmlp.log import logger
 
 
@@ -34,10 +34,8 @@ class NotFoundError(InputError):
     """No such model or version on this server (HTTP 404)."""
 
 
-class PortInUseError(MsmlpError):
-    """The address to serve on is taken by another process."""
-
-    exit_code = 4
+class PortInUseError(ServiceError):
+    """The address to serve on is taken by another process (exit code 6, as every service error)."""
 
 
 class NotReadyError(OverloadedError):
