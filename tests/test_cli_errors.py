@@ -89,7 +89,7 @@ CASES = [
     ("verify-missing-onnx", ("msmlp", "verify", "--onnx", "{empty_dir}/model.onnx"), 2, ["--onnx", "does not exist"]),
     ("verify-batch-sizes", ("msmlp", "verify", "--onnx", "{corrupt_onnx}", "--batch-sizes", "0"), 2, ["--batch-sizes '0'"]),
     ("models-no-match", ("msmlp", "models", "zzz*"), 2, ["no registered model matches 'zzz*'"]),
-    ("serve-port", ("msmlp", "serve", "--model", "msmlp_micro", "--port", "70000"), 2, ["--port 70000"]),
+    ("serve-port", ("msmlp", "serve", "--model", "msmlp_micro", "--port", "70000"), 2, ["--port", "'70000' is not a port number"]),
     ("triton-repo-is-a-file", ("msmlp", "triton-repo", "--onnx", "{corrupt_onnx}", "--repo", "{a_file}"), 2, ["{a_file}"]),
     ("bench-dead-url", ("msmlp", "bench", "--url", "http://127.0.0.1:{dead_port}", "--concurrency", "1"), 6, ["127.0.0.1"]),
 ]

@@ -173,7 +173,7 @@ def test_cli_url_with_no_service_is_one_line(tmp_path, capsys):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     argv = ["bench", "--url", f"http://127.0.0.1:{port}", "--concurrency", "2", "--out", str(tmp_path)]
-    assert main([*argv, "--no-progress"]) == 2
+    assert main([*argv, "--no-progress"]) == 6  # ServiceError
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no service answers" in err and "msmlp serve" in err
     assert not (tmp_path / "bench.json").exists()

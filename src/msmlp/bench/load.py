@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from msmlp.bench.timing import LatencyStats, make_batch, summarize
-from msmlp.errors import InputError
+from msmlp.errors import InputError, ServiceError
 from msmlp.log import logger
 from msmlp.runtime.base import Backend
 
@@ -174,7 +174,7 @@ def check_service(url: str) -> None:
     try:
         httpx.get(base + "/healthz", timeout=PROBE_TIMEOUT_S)
     except httpx.HTTPError as exc:
-        raise InputError(
+        raise ServiceError(
             f"--url {url}: no service answers ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no reply'}); "
             "start one with `msmlp serve` or check the address"
         ) from None
