@@ -30,6 +30,7 @@ COMMANDS = {
     "models": "msmlp.commands.models",
     "export": "msmlp.commands.export",
     "verify": "msmlp.commands.verify",
+    "compare-layers": "msmlp.commands.compare_layers",
     "predict": "msmlp.commands.predict",
     "build": "msmlp.commands.build",
     "serve": "msmlp.commands.serve",
