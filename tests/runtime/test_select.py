@@ -97,11 +97,19 @@ def test_bf16_recorded_for_another_file_does_not_count(tmp_path, exported, caplo
 
 def test_unverified_graph_keeps_its_own_precision(exported, caplog):
     backend, line = auto(exported, caplog)
-    assert isinstance(backend, OpenVINOBackend) and backend.hint == "f32"
+    assert isinstance(backend, OnnxRuntimeBackend) and backend.load().info.precision == "fp32"
     assert "unverified file (no model.json lists it): fastest at its own precision fp32" in line
-    assert backend.load().info.details["execution_precision"] == {
-        "fp32": backend.info.details["execution_precision"]["fp32"]
-    }
+    backend.close()
+
+
+def test_without_onnxruntime_an_unverified_graph_runs_openvino_f32(exported, caplog, monkeypatch):
+    real = sel.importlib.util.find_spec
+    monkeypatch.setattr(
+        sel.importlib.util, "find_spec", lambda name: None if name == "onnxruntime" else real(name)
+    )
+    backend, line = auto(exported, caplog)
+    assert isinstance(backend, OpenVINOBackend) and backend.hint == "f32" and "openvino fp32" in line
+    assert set(backend.load().info.details["execution_precision"]) == {"fp32"}
     backend.close()
 
 

@@ -1,12 +1,14 @@
 """``--backend auto`` for an ONNX graph: the fastest installed CPU backend and precision that passed
 verification for that very file.
 
-The order below was measured (benchmarks/cpu_backends.py, one interleaved run per model, 2-core
-AVX-512-BF16 CPU, batch 8; see the README): for an FP32 graph OpenVINO with the bf16 hint ran
-3.3-3.6x faster than ONNX Runtime FP32, and OpenVINO FP32 was level with or faster than ONNX Runtime
-FP32; for the INT8 Q/DQ graph OpenVINO ran 1.3-1.6x faster than ONNX Runtime. A candidate is taken only
-if ``model.json`` records a passed verification for it (key, file and backend); a graph without a
-manifest runs at its own precision, never lower, and the log says it is unverified.
+The order was measured (benchmarks/cpu_backends.py, one interleaved run, 2 shared AVX-512-BF16 cores,
+s2mlpv2_small, batch 8): OpenVINO with the bf16 hint 1.37x faster than ONNX Runtime FP32 with OpenVINO's
+threads pinned on a loaded machine and 1.95x with them unpinned (the backend's default now), 3.6x on a
+quiet one (REFERENCE.md); OpenVINO FP32 was 0.73x of ONNX Runtime FP32 when loaded and level with it
+when quiet, so ONNX Runtime is the FP32 runtime; on the INT8 Q/DQ graph OpenVINO (bf16 remainder) was
+1.4x faster than ONNX Runtime when quiet, 0.8x when loaded and pinned. A candidate is taken only if
+``model.json`` records a passed verification for it (key, file and backend); a graph without one runs
+at its own precision, never lower, and the log says it is unverified.
 """
 
 from __future__ import annotations
@@ -42,8 +44,8 @@ class Candidate:
 ORDER: dict[str, tuple[Candidate, ...]] = {
     "fp32": (
         Candidate("openvino", "bf16", "bf16", "bf16"),
-        Candidate("openvino", "f32", "fp32_openvino", "fp32"),
         Candidate("onnxruntime", None, "fp32", "fp32"),
+        Candidate("openvino", "f32", "fp32_openvino", "fp32"),
     ),
     "int8": (
         Candidate("openvino", "bf16", "int8_openvino", "int8"),
@@ -55,7 +57,7 @@ ORDER: dict[str, tuple[Candidate, ...]] = {
 # Unverified graphs: the fastest way that computes at the graph's own precision (no bf16 for fp32, no
 # bf16 remainder for an int8 graph).
 UNVERIFIED: dict[str, tuple[Candidate, ...]] = {
-    "fp32": (ORDER["fp32"][1], ORDER["fp32"][2]),
+    "fp32": (ORDER["fp32"][1], ORDER["fp32"][2]),  # ONNX Runtime, then OpenVINO f32
     "int8": (ORDER["int8"][1], ORDER["int8"][2]),
     "fp16": ORDER["fp16"],
 }
