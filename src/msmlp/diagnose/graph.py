@@ -66,7 +66,8 @@ def group_of(node_name: str) -> str:
             sub = parts[i + 1] if len(parts) > i + 1 else ""
             kind = "mlp" if sub.split(".")[0] in _MLP_PARTS else "mix"
             return f"{block.strip('.')}/{kind}"
-    return ".".join(parts) or "graph"
+    named = next((i for i, p in enumerate(parts) if not re.search(r"\.\d+$", p)), len(parts) - 1)
+    return ".".join(parts[: named + 1]) or "graph"  # layers.0/downsample/proj -> layers.0.downsample
 
 
 def producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:

@@ -47,7 +47,7 @@ def plot_depth(reports: Sequence[LayerReport], path: str | Path) -> Path:
     ax.set_xlabel("layer depth (watched tensors in graph order)")
     ax.set_ylabel("1 - cosine vs FP32")
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="lower right")
     fig.suptitle("error against depth", fontsize=12)
     fig.savefig(path, format="png")
     return Path(path)
