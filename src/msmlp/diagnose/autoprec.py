@@ -96,7 +96,10 @@ class SearchResult:
         state = "met" if self.met else "NOT met (best trade-off found is chosen)"
         lines.append(f"target {state}; kept in high precision: {', '.join(self.keep_groups) or 'nothing'}")
         if self.speedup_vs_fp32:
-            lines.append(f"chosen vs FP32 graph, interleaved timing: {self.speedup_vs_fp32:.2f}x faster")
+            lines.append(
+                f"chosen vs FP32 graph, interleaved timing: {self.speedup_vs_fp32:.2f}x faster (the fair "
+                "ratio; per-config ms above are sequential medians of 3 runs, indicative on a loaded machine)"
+            )
         lines += self.notes
         return "\n".join(lines)
 
