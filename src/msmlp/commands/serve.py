@@ -20,8 +20,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from msmlp.commands.args import add_backend_args, add_source_args
+
+if TYPE_CHECKING:
+    from msmlp.runtime.base import Backend
 
 HELP = "serve a model over HTTP with dynamic batching (/v1 API and the KServe v2 / Triton protocol)"
 
@@ -39,6 +43,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_source_args(p)
     add_backend_args(p)
     g = p.add_argument_group("service")
+    g.add_argument(
+        "--server",
+        choices=("msmlp", "triton"),
+        default="msmlp",
+        help="msmlp (default): this package's service, /v1 and KServe v2; triton: a real Triton Inference "
+        "Server with Triton's dynamic batcher (KServe v2 over HTTP on --port, gRPC and metrics on free "
+        "ports), through nvidia-pytriton in its own environment: bash requirements/triton-server.sh",
+    )
     g.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1; 0.0.0.0 for all)"
     )
@@ -77,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
     check_positive(args.max_batch, "--max-batch")
     backend = open_source(args)
     max_batch = args.max_batch if args.max_batch is not None else _default_max_batch(args)
+    if args.server == "triton":
+        return _run_triton(args, backend, max_batch)
 
     def ready(url: str) -> None:
         info = backend.info  # loaded by now
@@ -108,6 +122,35 @@ def run(args: argparse.Namespace) -> int:
         on_ready=ready,
     )
     print("stopped; the queue was drained", file=sys.stderr)
+    return 0
+
+
+def _run_triton(args: argparse.Namespace, backend: Backend, max_batch: int) -> int:
+    """--server triton: the same backend inside Triton, whose batcher takes --max-batch, --max-delay-ms and
+    --max-queue (requests there, not images); /v1, --max-body-mb, --topk and --access-log are msmlp's."""
+    from msmlp.serve.triton_server import serve_triton
+
+    def ready(url: str, batch: int) -> None:
+        info = backend.info
+        name = args.name or info.model or "model"
+        print(
+            f"serving {name} ({info.backend} {info.precision}, max batch {batch}) in Triton on {url}"
+            f"  (KServe v2 model {name!r}; Ctrl-C to stop)",
+            flush=True,
+        )
+
+    serve_triton(
+        backend,
+        host=args.host,
+        port=args.port,
+        model_name=args.name,
+        max_batch=max_batch,
+        max_delay_ms=args.max_delay_ms,
+        max_queue=args.max_queue,
+        drain_timeout_s=args.drain_timeout_s,
+        on_ready=ready,
+    )
+    print("stopped", file=sys.stderr)
     return 0
 
 
