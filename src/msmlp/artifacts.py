@@ -244,6 +244,26 @@ def _read_plan(path: Path) -> ArtifactInfo:
     )
 
 
+def read_verifications(info: ArtifactInfo) -> dict[str, Mapping[str, Any]]:
+    """Verification summaries that ``model.json`` records for this very file, by key.
+
+    Keys: ``fp32``/``fp16``/``int8`` (ONNX Runtime, the file of that precision), ``bf16`` and
+    ``<precision>_openvino`` (OpenVINO, with ``"file"`` naming the graph). Empty when no manifest
+    describes the file (:func:`read_artifact` checked its hash).
+    """
+    if info.source is None or info.source.name != MANIFEST:
+        return {}
+    manifest = _read_json(info.source) or {}
+    recorded = manifest.get("verification") if isinstance(manifest.get("verification"), dict) else {}
+    found: dict[str, Mapping[str, Any]] = {}
+    for key, summary in recorded.items():
+        if isinstance(summary, dict) and (summary.get("file") or ONNX_FILES.get(key)) == info.path.name:
+            found[key] = summary
+    if info.verification and info.precision not in found:
+        found[info.precision] = info.verification
+    return found
+
+
 def plan_sidecar_path(plan: str | Path) -> Path:
     """``<plan>.json``: the only place a plan's description is looked for."""
     plan = Path(plan)
@@ -389,6 +409,9 @@ class Manifest:
                     data["artifacts"][name] = entry
                     if entry.get("precision") and entry.get("verification") and file.suffix == ".onnx":
                         data["verification"][entry["precision"]] = entry["verification"]
+            for key, summary in (old.get("verification") or {}).items():  # backend variants (bf16, ...)
+                if isinstance(summary, dict) and summary.get("file") in data["artifacts"]:
+                    data["verification"].setdefault(key, summary)
             data["onnx"] = old.get("onnx") if "model.onnx" in data["artifacts"] else None
         return cls(out, data)
 

@@ -211,8 +211,10 @@ def test_fp16_and_int8_artefacts_are_verified(tmp_path):
     assert any(n.startswith("calib_32_") and n.endswith(".npy") for n in names)
     assert leftovers(out) == []
     meta = manifest(out)
-    assert set(meta["verification"]) == {"fp32", "bf16", "fp16", "int8"}
+    assert set(meta["verification"]) == {"fp32", "bf16", "fp16", "int8", "int8_openvino"}
     assert all(v["passed"] for v in meta["verification"].values())
+    openvino = meta["verification"]["int8_openvino"]
+    assert openvino["backend"] == "openvino" and openvino["file"] == "model.int8.onnx" and openvino["hint"] == "bf16"
     int8 = meta["artifacts"]["model.int8.onnx"]
     assert int8["op_counts"]["QuantizeLinear"] > 0 and int8["sha256"] == file_sha256(out / "model.int8.onnx")
     assert int8["info"]["calibration"]["files"] == ["astronaut.jpg", "brick.jpg", "coffee.jpg"]
@@ -254,11 +256,15 @@ def test_rerun_reuses_the_verified_fp32_graph_and_keeps_earlier_artefacts(tmp_pa
     before = file_sha256(first.artifacts["fp32"])
     second = run_export(ExportOptions(model="msmlp_micro", out=out, bf16=False, fp16=True))
     assert second.reused == ["model.onnx"] and file_sha256(out / "model.onnx") == before
+    assert "bf16" not in manifest(out)["verification"]
+    run_export(ExportOptions(model="msmlp_micro", out=out, fp16=True))  # verifies BF16 on the reused graph
+    assert manifest(out)["verification"]["bf16"]["passed"]
     third = run_export(ExportOptions(model="msmlp_micro", out=out, bf16=False, int8=True))
     assert third.reused == ["model.onnx"]
     meta = manifest(out)
     assert set(meta["artifacts"]) == {"model.onnx", "model.fp16.onnx", "model.int8.onnx"}
-    assert set(meta["verification"]) == {"fp32", "fp16", "int8"}
+    assert set(meta["verification"]) == {"fp32", "bf16", "fp16", "int8", "int8_openvino"}  # bf16 kept
+    assert meta["verification"]["int8_openvino"]["hint"] == "f32"  # --no-bf16: the remainder stays FP32
     # another seed is another model: nothing is reused, and the old entries are dropped
     fourth = run_export(ExportOptions(model="msmlp_micro", out=out, bf16=False, seed=1))
     assert fourth.reused == [] and set(manifest(out)["artifacts"]) == {"model.onnx"}

@@ -36,7 +36,9 @@ class ExportOptions:
     calib_size: int = 32
     calib_method: str = "max"
     keep_fp32: tuple[str, ...] = ()
-    target_cosine: float | None = None  # INT8: keep layer groups in high precision to meet this held-out cosine
+    target_cosine: float | None = (
+        None  # INT8: keep layer groups in high precision to meet this held-out cosine
+    )
     shift: str = "slice"
     engine: bool = False  # require the TensorRT engine step
     workspace_gib: float = 4.0
@@ -101,7 +103,9 @@ def _check_target_cosine(opts: ExportOptions) -> None:
     if target is None:
         return
     if not opts.int8:
-        raise InputError(f"--target-cosine {target!r} chooses INT8 layers to keep in high precision; add --int8")
+        raise InputError(
+            f"--target-cosine {target!r} chooses INT8 layers to keep in high precision; add --int8"
+        )
     if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target < 1:
         raise InputError(f"--target-cosine {target!r} must be a number between 0 and 1, e.g. 0.9995")
 

@@ -15,14 +15,14 @@ from typing import Any
 import torch.nn as nn
 
 from msmlp.artifacts import ONNX_FILES, Manifest, read_artifact
-from msmlp.errors import ExportError, MsmlpError
+from msmlp.errors import ExportError, MissingDependencyError, MsmlpError
 from msmlp.export.check import CheckReport, check_graph
 from msmlp.log import logger
 from msmlp.models.config import DeployConfig
 from msmlp.pipeline.images import calibration_key, int8_image_split, verification_images
 from msmlp.pipeline.options import TENSORRT_MISSING, ExportOptions, check_options, tensorrt_status
 from msmlp.pipeline.progress import Progress
-from msmlp.pipeline.verification import verify_engine, verify_onnx, verify_openvino_bf16
+from msmlp.pipeline.verification import openvino_status, verify_engine, verify_onnx, verify_openvino
 from msmlp.verify import VerifyReport
 
 
@@ -86,7 +86,7 @@ def plan_steps(opts: ExportOptions, reuse: bool, bf16: bool) -> list[str]:
     steps = ["build", *(["reuse"] if reuse else ["export", "check", "verify_fp32"])]
     steps += ["verify_bf16"] if bf16 else []
     steps += ["fp16", "verify_fp16"] if opts.fp16 else []
-    steps += ["calibrate", "int8", "verify_int8"] if opts.int8 else []
+    steps += ["calibrate", "int8", "verify_int8", "verify_int8_openvino"] if opts.int8 else []
     return [*steps, "engine"]
 
 
@@ -137,23 +137,55 @@ def export_fp32(run: _Run, reuse: bool) -> None:
 
 
 def bf16_step(run: _Run) -> None:
-    """Verify ``model.onnx`` on OpenVINO with the BF16 hint (the fast CPU path); skipped, and said,
-    where OpenVINO or the CPU cannot, unless ``--bf16`` asked for it."""
+    """Verify ``model.onnx`` on OpenVINO with the BF16 hint (the fast CPU path). Skipped, and said, where
+    OpenVINO or the CPU cannot; a failure is recorded (so ``--backend auto`` never picks it) and only
+    fails the export when ``--bf16`` asked for BF16."""
     with run.progress.step("verify_bf16", "verify BF16 against PyTorch (OpenVINO, bf16 hint)") as step:
-        try:
-            report = verify_openvino_bf16(
-                run, run.out / ONNX_FILES["fp32"], verification_images(run.opts.images)
-            )
-        except MsmlpError as exc:
-            if run.opts.bf16 or isinstance(exc, _verification_error()):
-                raise
-            run.result.skipped["bf16"] = str(exc)
-            step["detail"] = f"skipped: {exc}"
+        ok, why = openvino_status(bf16=True)
+        if not ok:
+            if run.opts.bf16:
+                raise MissingDependencyError(f"--bf16 was given but BF16 cannot run here: {why}")
+            run.result.skipped["bf16"] = why
+            step["detail"] = f"skipped: {why}"
             return
-        run.result.reports["bf16"] = report
-        run.manifest.data["verification"]["bf16"] = report.summary()
-        run.manifest.write()
+        onnx = run.out / ONNX_FILES["fp32"]
+        report = verify_openvino(run, onnx, verification_images(run.opts.images), "bf16", "bf16", "bf16")
+        _record_variant(run, "bf16", report, "bf16", required=bool(run.opts.bf16))
         step["detail"] = verdict(report)
+
+
+def int8_openvino_step(run: _Run, held_out: Sequence[Path], note: str) -> None:
+    """Verify ``model.int8.onnx`` on OpenVINO (non-quantized ops in BF16 where the CPU has it), the
+    candidate ``--backend auto`` prefers for INT8 graphs; recorded, never fatal (ORT verified the file)."""
+    with run.progress.step(
+        "verify_int8_openvino", "verify INT8 on OpenVINO against PyTorch FP32 (held out)"
+    ) as step:
+        ok, why = openvino_status(bf16=False)
+        if not ok:
+            run.result.skipped["int8_openvino"] = why
+            step["detail"] = f"skipped: {why}"
+            return
+        hint = "bf16" if run.opts.bf16 is not False and openvino_status(bf16=True)[0] else None
+        int8 = run.out / ONNX_FILES["int8"]
+        report = verify_openvino(run, int8, held_out, "int8_openvino", "int8", hint, note)
+        _record_variant(run, "int8_openvino", report, hint or "f32", required=False)
+        step["detail"] = verdict(report)
+
+
+def _record_variant(run: _Run, key: str, report: VerifyReport, hint: str, *, required: bool) -> None:
+    run.result.reports[key] = report
+    run.manifest.data["verification"][key] = {
+        **report.summary(),
+        "hint": hint,
+        "report": f"verify_{key}.json",
+    }
+    run.manifest.write()
+    if not report.passed:
+        if required:
+            report.raise_if_failed(run.out / f"verify_{key}.json")
+        logger.warning(
+            "%s: %s; recorded, and --backend auto will not use it", key, "; ".join(report.failures())
+        )
 
 
 def fp16_step(run: _Run) -> None:
@@ -220,6 +252,7 @@ def int8_step(run: _Run) -> None:
         (f"quantize to INT8 (ModelOpt, {opts.calib_method} calibration)", quantize),
         ("verify INT8 against PyTorch FP32 on held-out images", held_out, note),
     )
+    int8_openvino_step(run, held_out, note)
 
 
 def reduced_precision_step(
@@ -394,9 +427,3 @@ def _weights_text(weights: dict[str, Any]) -> str:
     if weights.get("source") == "synthetic":
         return f"synthetic weights, seed {weights.get('seed', 0)}"
     return f"checkpoint {Path(str(weights.get('path'))).name}"
-
-
-def _verification_error() -> type:
-    from msmlp.errors import VerificationError
-
-    return VerificationError

@@ -38,15 +38,36 @@ def verify_onnx(
     return finish_report(report, final.parent / f"verify_{precision}.json")
 
 
-def verify_openvino_bf16(run: _Run, onnx: Path, images: Sequence[Path]) -> VerifyReport:
-    """The committed FP32 graph on OpenVINO with the BF16 inference hint."""
+def verify_openvino(
+    run: _Run, onnx: Path, images: Sequence[Path], key: str, tolerance: str, hint: str | None, note: str = ""
+) -> VerifyReport:
+    """A committed graph on OpenVINO (``hint``: its inference precision, ``bf16`` or None for exact),
+    judged by the tolerance of ``tolerance``; the report goes to ``verify_<key>.json`` and is returned
+    even when it failed (the caller decides what a failure means for this variant)."""
     from msmlp.pipeline.run import describe_stage
     from msmlp.runtime.openvino import OpenVINOBackend
 
-    candidate = OpenVINOBackend(onnx, inference_precision="bf16", artifact=describe_stage(run, onnx, "bf16"))
-    report = _verify(run, candidate, images, "bf16", "")
+    candidate = OpenVINOBackend(onnx, inference_precision=hint, artifact=describe_stage(run, onnx, tolerance))
+    report = _verify(run, candidate, images, tolerance, note)
     report.candidate["file"] = onnx.name
-    return finish_report(report, onnx.parent / "verify_bf16.json")
+    path = onnx.parent / f"verify_{key}.json"
+    write_report(report, path)
+    for line in report.table().splitlines():
+        logger.info("    %s", line)
+    return report
+
+
+def openvino_status(bf16: bool) -> tuple[bool, str]:
+    """Whether OpenVINO can verify here (and, with ``bf16``, compute in BF16), and why not."""
+    from msmlp.errors import MissingDependencyError
+
+    try:
+        from msmlp.runtime.openvino import bf16_support, openvino_module
+
+        openvino_module()
+    except (ImportError, MissingDependencyError) as exc:
+        return False, str(exc)
+    return bf16_support() if bf16 else (True, "OpenVINO installed")
 
 
 def verify_engine(run: _Run, plan: Path, precision: str) -> VerifyReport:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from msmlp.artifacts import ONNX_FILES, ArtifactInfo, read_artifact
+from msmlp.artifacts import ArtifactInfo, read_artifact, read_verifications
 from msmlp.errors import InputError
 from msmlp.log import logger
 from msmlp.runtime.base import Backend
@@ -123,34 +123,9 @@ def choose(
 
 
 def recorded_verifications(info: ArtifactInfo) -> dict[str, Mapping[str, Any]]:
-    """Verification summaries that ``model.json`` records for this very file, by key.
-
-    Keys: ``fp32``/``fp16``/``int8`` (ONNX Runtime, the file of that precision), ``bf16`` and
-    ``<precision>_openvino`` (OpenVINO, with ``"file"`` naming the graph). Empty when no manifest
-    describes the file (read_artifact checked its hash).
-
-    TODO(integration): belongs in msmlp.artifacts (the one reader of model.json) as
-    ``read_verifications(info)``; kept here, private to this module, until it moves.
-    """
-    import json
-
-    if info.source is None or info.source.name != "model.json" or not info.source.is_file():
-        return {}
-    try:
-        recorded = json.loads(info.source.read_text(encoding="utf-8")).get("verification") or {}
-    except (OSError, ValueError, AttributeError):
-        logger.warning("model.json beside %s is unreadable; treating the file as unverified", info.path.name)
-        return {}
-    found: dict[str, Mapping[str, Any]] = {}
-    for key, summary in recorded.items():
-        if not isinstance(summary, dict):
-            continue
-        file = summary.get("file") or ONNX_FILES.get(key)
-        if file == info.path.name:
-            found[key] = summary
-    if info.verification and info.precision not in found:
-        found[info.precision] = info.verification
-    return found
+    """Verification summaries that ``model.json`` records for this very file (see
+    :func:`msmlp.artifacts.read_verifications`)."""
+    return read_verifications(info)
 
 
 def _passed(passed: Mapping[str, Mapping[str, Any]], cand: Candidate, info: ArtifactInfo) -> bool:
