@@ -3,6 +3,7 @@ a running msmlp service. Bounded by the number of requests and a timeout; errors
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import Counter
@@ -69,7 +70,7 @@ def _closed_loop(
                     latencies.append(time.perf_counter() - t0)
             bar.update()
 
-    with tqdm(total=requests, desc=desc, unit="req", disable=not progress, leave=False) as bar:
+    with tqdm(total=requests, desc=desc, unit="req", disable=not progress or not sys.stderr.isatty(), leave=False) as bar:
         threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
         start = time.perf_counter()
         for t in threads:

@@ -8,6 +8,7 @@ outputs copied back), plus CUDA-event timing when the backend runs on a GPU.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -96,7 +97,7 @@ def time_batches(
         raise InputError("give either iters or duration_s")
     total = len(batches) * (warmup + iters) if iters is not None else None
     results = []
-    with tqdm(total=total, desc="bench", unit="call", disable=not progress, leave=False) as bar:
+    with tqdm(total=total, desc="bench", unit="call", disable=not progress or not sys.stderr.isatty(), leave=False) as bar:
         for batch in batches:
             bar.set_description(f"batch {batch}")
             x = make_batch(backend, batch)
