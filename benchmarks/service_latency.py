@@ -29,7 +29,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-batch", type=int, default=8, help="service max batch (default 8)")
     p.add_argument("--max-delay-ms", type=float, default=2.0, help="service batch window (default 2 ms)")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")
+    p.add_argument(
+        "--backends",
+        default="onnxruntime",
+        help="server backends to compare, interleaved (e.g. auto,onnxruntime; default onnxruntime)",
+    )
+    p.add_argument("--formats", default=",".join(FORMATS), help=f"wire formats (default {','.join(FORMATS)})")
+    p.add_argument(
+        "--export-dir",
+        type=Path,
+        help="an msmlp-export folder (model.onnx + model.json) to serve, so --backend auto can use its "
+        "verifications; default: export the model to a temporary folder",
+    )
     p.add_argument("--json", type=Path, help="also write the results as JSON")
     return p.parse_args(argv)
 
@@ -109,46 +121,46 @@ def run(args: argparse.Namespace) -> dict:
 
     import msmlp
     from msmlp.export.onnx import export_onnx
-    from msmlp.models.weights import make_contributing
+    from msmlp.models.weights import load_for_deploy
 
     counts = [int(c) for c in args.clients.split(",")]
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     config = msmlp.get_config(args.model)
     x = np.random.default_rng(0).standard_normal((1, *config.input_size), dtype=np.float32)
-    results: dict[tuple[int, str], list] = {}
-    with tempfile.TemporaryDirectory(prefix="msmlp-service-bench-") as tmp:
-        model = make_contributing(msmlp.create_model(args.model), seed=0).eval()
-        path = export_onnx(model, Path(tmp) / "model.onnx", config=config)
-        with served(path, args) as url:
-            sessions = [httpx.Client(timeout=120) for _ in range(max(counts))]
-            requests = {fmt: request_for(fmt, url, args.model, x) for fmt in FORMATS}
+    results: dict[tuple[str, int, str], list] = {}
+    with tempfile.TemporaryDirectory(prefix="msmlp-service-bench-") as tmp, ExitStack() as servers:
+        if args.export_dir is not None:
+            path = args.export_dir / "model.onnx"
+        else:
+            model = load_for_deploy(args.model, quiet=True)
+            path = export_onnx(model, Path(tmp) / "model.onnx", config=config)
+        urls = {b: servers.enter_context(served(path, args, b)) for b in backends}
+        sessions = [httpx.Client(timeout=300) for _ in range(max(counts))]
+        requests = {(b, f): request_for(f, urls[b], args.model, x) for b in backends for f in formats}
 
-            def caller(fmt: str) -> Callable[[int], None]:
-                target, body, headers = requests[fmt]
+        def caller(key: tuple[str, str]) -> Callable[[int], None]:
+            target, body, headers = requests[key]
 
-                def call(i: int) -> None:
-                    response = sessions[i].post(target, content=body, headers=headers)
-                    if response.status_code != 200:
-                        raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
+            def call(i: int) -> None:
+                response = sessions[i].post(target, content=body, headers=headers)
+                if response.status_code != 200:
+                    raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
 
-                return call
+            return call
 
-            for fmt in FORMATS:  # warm-up, not reported
-                closed_loop(max(counts), max(counts), caller(fmt))
-            for n in counts:
-                total = max(args.min_requests, n * args.requests)
-                for _ in range(args.rounds):
-                    for fmt in FORMATS:
-                        lat, wall, errors = closed_loop(n, total, caller(fmt))
-                        results.setdefault((n, fmt), []).append((lat, wall, errors))
-            for s in sessions:
-                s.close()
-    rows = [_row(n, fmt, runs) for (n, fmt), runs in results.items()]
-    return {
-        "model": args.model,
-        "backend": f"onnxruntime CPU, {args.threads} thread(s)",
-        "rows": rows,
-        **vars(args),
-    }
+        for key in requests:  # warm-up, not reported
+            closed_loop(max(counts), max(counts), caller(key))
+        for n in counts:
+            total = max(args.min_requests, n * args.requests)
+            for _ in range(args.rounds):
+                for key in requests:
+                    lat, wall, errors = closed_loop(n, total, caller(key))
+                    results.setdefault((key[0], n, key[1]), []).append((lat, wall, errors))
+        for s in sessions:
+            s.close()
+    rows = [_row(n, fmt, runs) | {"backend": b} for (b, n, fmt), runs in results.items()]
+    return {"model": args.model, "backend": ", ".join(backends), "rows": rows, **vars(args)}
 
 
 def _row(clients: int, fmt: str, runs: list) -> dict:
@@ -166,10 +178,12 @@ def _row(clients: int, fmt: str, runs: list) -> dict:
 
 
 @contextmanager
-def served(onnx_path: Path, args: argparse.Namespace, timeout_s: float = 180.0) -> Iterator[str]:
+def served(
+    onnx_path: Path, args: argparse.Namespace, backend: str = "onnxruntime", timeout_s: float = 180.0
+) -> Iterator[str]:
     """`msmlp serve` in a child process on a free loopback port (its printed URL); SIGINT at the end."""
     command = [
-        sys.executable, "-m", "msmlp.cli", "serve", "--onnx", str(onnx_path), "--backend", "onnxruntime",
+        sys.executable, "-m", "msmlp.cli", "serve", "--onnx", str(onnx_path), "--backend", backend,
         "--name", args.model, "--host", "127.0.0.1", "--port", "0", "--max-batch", str(args.max_batch),
         "--max-delay-ms", str(args.max_delay_ms), "--max-queue", "1024", "--threads", str(args.threads),
     ]  # fmt: skip
@@ -197,11 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{result['model']} on {result['backend']}; max batch {args.max_batch}, window {args.max_delay_ms} ms"
     )
-    print(f"{'clients':>7}  {'format':<10} {'answered':>8} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} errors")
-    for r in sorted(result["rows"], key=lambda r: (r["clients"], FORMATS.index(r["format"]))):
+    print(
+        f"{'backend':<12} {'clients':>7}  {'format':<10} {'answered':>8} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} errors"
+    )
+    for r in sorted(result["rows"], key=lambda r: (r["clients"], r["backend"], FORMATS.index(r["format"]))):
         print(
-            f"{r['clients']:>7}  {r['format']:<10} {r['answered']:>8} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
-            f"{r['throughput_rps']:>8.1f} {r['errors']}"
+            f"{r['backend']:<12} {r['clients']:>7}  {r['format']:<10} {r['answered']:>8} {r['p50_ms']:>8.1f} "
+            f"{r['p99_ms']:>8.1f} {r['throughput_rps']:>8.1f} {r['errors']}"
         )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
