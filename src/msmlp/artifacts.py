@@ -310,7 +310,7 @@ def _read_json(path: Path, *, strict: bool = False) -> dict[str, Any] | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         if strict:
-            raise EngineError(f"metadata {path} is unreadable ({exc}); rebuild the engine") from None
+            raise EngineError(f"metadata {path} is unreadable ({exc}); rebuild the engine") from exc
         logger.warning("ignoring unreadable metadata %s (%s)", path, exc)
         return None
     if not isinstance(data, dict):

@@ -178,4 +178,4 @@ def check_service(url: str) -> None:
         raise ServiceError(
             f"--url {url}: no service answers ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no reply'}); "
             "start one with `msmlp serve` or check the address"
-        ) from None
+        ) from exc

@@ -47,7 +47,7 @@ def load_image(source: str | Path | bytes, name: str | None = None) -> Image.Ima
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError(
             f"cannot read {label!r} as an image ({type(exc).__name__}); give a JPEG or PNG file"
-        ) from None
+        ) from exc
     if min(rgb.size) < MIN_SIDE:
         raise InputError(f"image {label!r} is {rgb.width}x{rgb.height}; each side must be >= {MIN_SIDE} px")
     return rgb

@@ -220,7 +220,7 @@ def _load(source: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, str]:
     except Exception as exc:  # protobuf's DecodeError and friends
         raise ExportError(
             f"cannot read {str(path)!r} as ONNX ({type(exc).__name__}); is it an .onnx file?"
-        ) from None
+        ) from exc
 
 
 def op_counts(graph: onnx.ModelProto) -> Counter[str]:

@@ -73,7 +73,7 @@ def export_onnx(
     try:
         onnx.checker.check_model(graph)
     except onnx.checker.ValidationError as exc:
-        raise ExportError(f"the exported graph for {name!r} is not valid ONNX: {_first_line(exc)}") from None
+        raise ExportError(f"the exported graph for {name!r} is not valid ONNX: {_first_line(exc)}") from exc
     return save_onnx(graph, path)
 
 
@@ -133,7 +133,7 @@ def trace_to_onnx(
                 custom_opsets={NAMESPACE: 1} if plugin else None,
             )
         except Exception as exc:  # the exporter raises many types; the user needs the first line
-            raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: {_first_line(exc)}") from None
+            raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: {_first_line(exc)}") from exc
     return onnx.load_from_string(buffer.getvalue())
 
 
@@ -192,7 +192,7 @@ def clean_graph(graph: onnx.ModelProto) -> onnx.ModelProto:
     except Exception as exc:  # onnxslim raises assorted errors on graphs it cannot handle
         raise ExportError(
             f"graph cleanup (onnxslim) failed: {type(exc).__name__}: {_first_line(exc)}"
-        ) from None
+        ) from exc
     if cleaned is None:
         raise ExportError("graph cleanup (onnxslim) returned no model")
     logger.debug("cleanup: %d -> %d nodes", before, sum(op_counts(cleaned).values()))

@@ -122,7 +122,7 @@ def load_graph(path: Path) -> onnx.ModelProto:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
-        raise InputError(f"{str(path)!r} is not a readable ONNX file ({type(exc).__name__}: {exc})") from None
+        raise InputError(f"{str(path)!r} is not a readable ONNX file ({type(exc).__name__}: {exc})") from exc
     if len(model.graph.input) != 1:
         names = [i.name for i in model.graph.input]
         raise InputError(f"{path} has inputs {names}; msmlp graphs have exactly one image input")

@@ -224,7 +224,7 @@ def _write_files(
     try:
         version_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"cannot create {str(version_dir)!r}: {exc.strerror or exc}") from None
+        raise InputError(f"cannot create {str(version_dir)!r}: {exc.strerror or exc}") from exc
     _copy_atomic(art.path, version_dir / target.filename)
     for file in extra:
         relative = file.relative_to(art.path.parent)

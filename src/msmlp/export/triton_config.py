@@ -146,7 +146,7 @@ def parse_text(text: str, where: str) -> Any:
     try:
         text_format.Parse(text, config)
     except text_format.ParseError as exc:
-        raise InputError(f"{where} does not follow Triton's ModelConfig schema: {exc}") from None
+        raise InputError(f"{where} does not follow Triton's ModelConfig schema: {exc}") from exc
     return config
 
 

@@ -60,7 +60,7 @@ def decode_image(data: bytes, label: str, config: DeployConfig, max_pixels: int)
     except _DECODER_ERRORS as exc:
         raise InputError(
             f"cannot decode {label!r} as an image ({type(exc).__name__}); send a JPEG or PNG"
-        ) from None
+        ) from exc
     return transform(image, config)
 
 
@@ -77,7 +77,7 @@ def _declared_size(data: bytes, label: str) -> tuple[int, int]:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, *_DECODER_ERRORS) as exc:
         raise InputError(
             f"cannot read {label!r} as an image ({type(exc).__name__}); send a JPEG or PNG"
-        ) from None
+        ) from exc
 
 
 # -- shapes -----------------------------------------------------------------------------------------
@@ -132,7 +132,7 @@ def parse_json(body: bytes, what: str = "request body") -> Any:
     except RecursionError:
         raise InputError(f"{what} is nested too deeply to be a tensor") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, int too long
-        raise InputError(f"{what} is not valid JSON ({one_error(exc)})") from None
+        raise InputError(f"{what} is not valid JSON ({one_error(exc)})") from exc
 
 
 def one_error(exc: BaseException) -> str:

@@ -43,7 +43,7 @@ def bind(host: str, port: int) -> socket.socket:
     except socket.gaierror as exc:
         raise InputError(
             f"--host {host!r} is not an address this machine can bind ({exc.strerror})"
-        ) from None
+        ) from exc
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -55,8 +55,8 @@ def bind(host: str, port: int) -> socket.socket:
             raise PortInUseError(
                 f"port {port} on {host} is already in use (another server?); stop it, or pass another "
                 "--port (0 picks a free one)"
-            ) from None
-        raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+            ) from exc
+        raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     sock.set_inheritable(True)
     return sock
 

@@ -142,7 +142,7 @@ def _import_pytriton() -> dict[str, Any]:
             f"--server triton needs nvidia-pytriton ({exc}); it pins numpy<2, so it has its own "
             f"environment: run `{INSTALL}`, then start msmlp with the Python it prints "
             "(`.venv-triton/bin/python -m msmlp.cli serve --server triton ...`)"
-        ) from None
+        ) from exc
     return {
         "DynamicBatcher": DynamicBatcher,
         "ModelConfig": ModelConfig,
