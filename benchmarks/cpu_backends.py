@@ -53,7 +53,7 @@ def export(name: str, out: Path, calib_size: int) -> tuple[Any, Path, Path, np.n
 
 def record(name: str, model: Any, out: Path, summaries: dict[str, tuple[Path, dict]]) -> None:
     """Write model.json through msmlp's one writer, with the verification keys the pipeline records."""
-    from msmlp.artifacts import Manifest
+    from msmlp.manifest import Manifest
 
     manifest = Manifest.open(
         out, model=name, config=model.deploy_config, weights=model.weights_info, opset=17, batch=(1, 8, 64)

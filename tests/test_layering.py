@@ -22,6 +22,7 @@ LAYERS: dict[str, int] = {
     "plugins": 2,
     "data": 3,
     "artifacts": 4,
+    "manifest": 4,
     "export": 5,
     "runtime": 6,
     "verify": 7,
@@ -93,7 +94,9 @@ def test_the_checker_sees_an_upward_import(tmp_path):
     fake = tmp_path / "fake.py"
     fake.write_text("def f():\n    from msmlp.pipeline import run_export\n", encoding="utf-8")
     imports = msmlp_imports(fake, "msmlp.runtime.fake")
-    assert [layer_of(t)[1] for _, t in imports] == [LAYERS["pipeline"]] and LAYERS["pipeline"] > LAYERS["runtime"]
+    assert [layer_of(t)[1] for _, t in imports] == [LAYERS["pipeline"]] and LAYERS["pipeline"] > LAYERS[
+        "runtime"
+    ]
 
 
 def test_no_file_is_over_the_size_limit():

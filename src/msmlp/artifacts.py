@@ -1,4 +1,4 @@
-"""What an exported file *is*: one reader (:func:`read_artifact`) and one writer (:class:`Manifest`).
+"""What an exported file *is*: one reader (:func:`read_artifact`); ``model.json`` is written by :mod:`msmlp.manifest`.
 
 An ONNX graph is described by the export's ``model.json`` in its folder (when that lists the file with
 the same SHA-256), else by the ``msmlp.*`` metadata inside the graph, else by the graph's own shapes.
@@ -9,11 +9,9 @@ nobody else parses ``model.json`` or a sidecar.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import platform
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -196,7 +194,7 @@ def _manifest_entry(path: Path) -> tuple[dict[str, Any] | None, dict[str, Any] |
 
     A manifest whose recorded hash differs is stale: it must not decide how the graph is fed.
     """
-    manifest = _read_json(path.parent / MANIFEST)
+    manifest = read_json(path.parent / MANIFEST)
     artifacts = manifest.get("artifacts") if manifest else None
     entry = artifacts.get(path.name) if isinstance(artifacts, dict) else None
     if not isinstance(entry, dict):
@@ -253,7 +251,7 @@ def read_verifications(info: ArtifactInfo) -> dict[str, Mapping[str, Any]]:
     """
     if info.source is None or info.source.name != MANIFEST:
         return {}
-    manifest = _read_json(info.source) or {}
+    manifest = read_json(info.source) or {}
     recorded = manifest.get("verification") if isinstance(manifest.get("verification"), dict) else {}
     found: dict[str, Mapping[str, Any]] = {}
     for key, summary in recorded.items():
@@ -278,7 +276,7 @@ def read_plan_sidecar(plan: str | Path) -> dict[str, Any]:
             f"{plan} has no metadata file {side.name}; msmlp only loads plans it built "
             "(never deserialize an engine from an untrusted source): rebuild with msmlp build"
         )
-    meta = _read_json(side, strict=True)
+    meta = read_json(side, strict=True)
     if meta.get("format") != PLAN_FORMAT:
         raise EngineError(f"metadata {side} is not an msmlp plan description ({PLAN_FORMAT}); rebuild")
     return meta
@@ -303,7 +301,7 @@ def write_plan_sidecar(
     return meta
 
 
-def _read_json(path: Path, *, strict: bool = False) -> dict[str, Any] | None:
+def read_json(path: Path, *, strict: bool = False) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
@@ -352,113 +350,3 @@ def _tensor(spec: Any) -> TensorInfo:
 
 def _frozen(value: Any) -> Any:
     return MappingProxyType(dict(value)) if isinstance(value, dict) else value
-
-
-# --------------------------------------------------------------------------------------------- write
-
-
-class Manifest:
-    """``model.json``: the export's description of every verified artefact in its folder.
-
-    Opening an existing manifest for the same model keeps the entries whose files are still there with
-    the recorded hash, so ``--int8`` after an earlier ``--fp16`` run lists both; entries whose file is
-    gone or changed are dropped. Written atomically after every committed artefact.
-    """
-
-    def __init__(self, out: Path, data: dict[str, Any]) -> None:
-        self.out = Path(out)
-        self.data = data
-
-    @classmethod
-    def open(
-        cls,
-        out: str | Path,
-        *,
-        model: str,
-        config: DeployConfig,
-        weights: Mapping[str, Any],
-        opset: int,
-        batch: tuple[int, int, int],
-    ) -> Manifest:
-        out = Path(out)
-        data: dict[str, Any] = {
-            "format": FORMAT,
-            "model": model,
-            "family": config.family,
-            "config": config.to_dict(),
-            "weights": dict(weights),
-            "opset": opset,
-            "batch": list(batch),
-            "input": {"name": config.input_name, "shape": ["batch", *config.input_size], "dtype": "float32"},
-            "output": {
-                "name": config.output_name,
-                "shape": ["batch", config.num_classes],
-                "dtype": "float32",
-            },
-            "artifacts": {},
-            "verification": {},
-            "versions": tool_versions(),
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        }
-        old = _read_json(out / MANIFEST)
-        same = old and all(old.get(k) == data[k] for k in ("format", "model", "weights", "opset", "batch"))
-        if same:
-            for name, entry in (old.get("artifacts") or {}).items():
-                file = out / name
-                if isinstance(entry, dict) and file.is_file() and entry.get("sha256") == file_sha256(file):
-                    data["artifacts"][name] = entry
-                    if entry.get("precision") and entry.get("verification") and file.suffix == ".onnx":
-                        data["verification"][entry["precision"]] = entry["verification"]
-            for key, summary in (old.get("verification") or {}).items():  # backend variants (bf16, ...)
-                if isinstance(summary, dict) and summary.get("file") in data["artifacts"]:
-                    data["verification"].setdefault(key, summary)
-            data["onnx"] = old.get("onnx") if "model.onnx" in data["artifacts"] else None
-        return cls(out, data)
-
-    def entry(self, name: str) -> dict[str, Any] | None:
-        found = self.data["artifacts"].get(name)
-        return found if isinstance(found, dict) else None
-
-    def add(self, path: Path, entry: Mapping[str, Any]) -> dict[str, Any]:
-        """Record a committed artefact (its hash and size are taken from the file)."""
-        path = Path(path)
-        full = {**entry, "sha256": file_sha256(path), "bytes": path.stat().st_size}
-        self.data["artifacts"][path.name] = full
-        precision = full.get("precision")
-        if precision and full.get("verification") and path.suffix == ".onnx":
-            self.data["verification"][precision] = full["verification"]
-        if path.name == ONNX_FILES["fp32"]:
-            self.data["onnx"] = {"file": path.name, "sha256": full["sha256"], "bytes": full["bytes"]}
-        return full
-
-    def write(self) -> Path:
-        path = self.out / MANIFEST
-        write_text_atomic(path, json.dumps(self.data, indent=2, default=str) + "\n")
-        return path
-
-
-def tool_versions() -> dict[str, str]:
-    """Versions of the libraries an artefact depends on, for the record."""
-    from importlib import metadata
-
-    found = {"python": platform.python_version()}
-    for dist in (
-        "msmlp",
-        "torch",
-        "onnx",
-        "onnxruntime-gpu",
-        "onnxruntime",
-        "onnxslim",
-        "nvidia-modelopt",
-        "openvino",
-    ):
-        try:
-            found[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return found
-
-
-def with_path(info: ArtifactInfo, path: Path) -> ArtifactInfo:
-    """The same description for a staged copy of the file (before it is moved to its final name)."""
-    return replace(info, path=path)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 import msmlp
-from msmlp.artifacts import Manifest
 from msmlp.export.onnx import export_onnx
+from msmlp.manifest import Manifest
 from msmlp.runtime import open_backend
 from msmlp.runtime import select as sel
 from msmlp.runtime.openvino import OpenVINOBackend, bf16_support

@@ -1,5 +1,5 @@
 """The export steps. Each artefact is staged under a hidden name, checked, verified against PyTorch FP32
-and only then renamed and listed in ``model.json`` (:class:`msmlp.artifacts.Manifest`); a failure leaves
+and only then renamed and listed in ``model.json`` (:class:`msmlp.manifest.Manifest`); a failure leaves
 the verification report and nothing half-made. A re-run reuses an identical verified ``model.onnx``.
 """
 
@@ -14,10 +14,11 @@ from typing import Any
 
 import torch.nn as nn
 
-from msmlp.artifacts import ONNX_FILES, Manifest, read_artifact
+from msmlp.artifacts import ONNX_FILES, read_artifact
 from msmlp.errors import ExportError, MissingDependencyError, MsmlpError
 from msmlp.export.check import CheckReport, check_graph
 from msmlp.log import logger
+from msmlp.manifest import Manifest
 from msmlp.models.config import DeployConfig
 from msmlp.pipeline.images import calibration_key, int8_image_split, verification_images
 from msmlp.pipeline.options import TENSORRT_MISSING, ExportOptions, check_options, tensorrt_status

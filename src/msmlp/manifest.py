@@ -1,0 +1,117 @@
+"""``model.json``: the one writer of the export's description of its folder (read back by
+:func:`msmlp.artifacts.read_artifact`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from msmlp.artifacts import FORMAT, MANIFEST, ONNX_FILES, read_json
+from msmlp.fileio import file_sha256, write_text_atomic
+from msmlp.models.config import DeployConfig
+
+
+class Manifest:
+    """``model.json``: the export's description of every verified artefact in its folder.
+
+    Opening an existing manifest for the same model keeps the entries whose files are still there with
+    the recorded hash, so ``--int8`` after an earlier ``--fp16`` run lists both; entries whose file is
+    gone or changed are dropped. Written atomically after every committed artefact.
+    """
+
+    def __init__(self, out: Path, data: dict[str, Any]) -> None:
+        self.out = Path(out)
+        self.data = data
+
+    @classmethod
+    def open(
+        cls,
+        out: str | Path,
+        *,
+        model: str,
+        config: DeployConfig,
+        weights: Mapping[str, Any],
+        opset: int,
+        batch: tuple[int, int, int],
+    ) -> Manifest:
+        out = Path(out)
+        data: dict[str, Any] = {
+            "format": FORMAT,
+            "model": model,
+            "family": config.family,
+            "config": config.to_dict(),
+            "weights": dict(weights),
+            "opset": opset,
+            "batch": list(batch),
+            "input": {"name": config.input_name, "shape": ["batch", *config.input_size], "dtype": "float32"},
+            "output": {
+                "name": config.output_name,
+                "shape": ["batch", config.num_classes],
+                "dtype": "float32",
+            },
+            "artifacts": {},
+            "verification": {},
+            "versions": tool_versions(),
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        old = read_json(out / MANIFEST)
+        same = old and all(old.get(k) == data[k] for k in ("format", "model", "weights", "opset", "batch"))
+        if same:
+            for name, entry in (old.get("artifacts") or {}).items():
+                file = out / name
+                if isinstance(entry, dict) and file.is_file() and entry.get("sha256") == file_sha256(file):
+                    data["artifacts"][name] = entry
+                    if entry.get("precision") and entry.get("verification") and file.suffix == ".onnx":
+                        data["verification"][entry["precision"]] = entry["verification"]
+            for key, summary in (old.get("verification") or {}).items():  # backend variants (bf16, ...)
+                if isinstance(summary, dict) and summary.get("file") in data["artifacts"]:
+                    data["verification"].setdefault(key, summary)
+            data["onnx"] = old.get("onnx") if "model.onnx" in data["artifacts"] else None
+        return cls(out, data)
+
+    def entry(self, name: str) -> dict[str, Any] | None:
+        found = self.data["artifacts"].get(name)
+        return found if isinstance(found, dict) else None
+
+    def add(self, path: Path, entry: Mapping[str, Any]) -> dict[str, Any]:
+        """Record a committed artefact (its hash and size are taken from the file)."""
+        path = Path(path)
+        full = {**entry, "sha256": file_sha256(path), "bytes": path.stat().st_size}
+        self.data["artifacts"][path.name] = full
+        precision = full.get("precision")
+        if precision and full.get("verification") and path.suffix == ".onnx":
+            self.data["verification"][precision] = full["verification"]
+        if path.name == ONNX_FILES["fp32"]:
+            self.data["onnx"] = {"file": path.name, "sha256": full["sha256"], "bytes": full["bytes"]}
+        return full
+
+    def write(self) -> Path:
+        path = self.out / MANIFEST
+        write_text_atomic(path, json.dumps(self.data, indent=2, default=str) + "\n")
+        return path
+
+
+def tool_versions() -> dict[str, str]:
+    """Versions of the libraries an artefact depends on, for the record."""
+    from importlib import metadata
+
+    found = {"python": platform.python_version()}
+    for dist in (
+        "msmlp",
+        "torch",
+        "onnx",
+        "onnxruntime-gpu",
+        "onnxruntime",
+        "onnxslim",
+        "nvidia-modelopt",
+        "openvino",
+    ):
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
