@@ -121,7 +121,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from msmlp.commands import parse_batch
     from msmlp.pipeline import ExportOptions, run_export
-    from msmlp.verify import format_cosine, format_top1
+    from msmlp.verify import summary_line
 
     options = ExportOptions(
         model=args.model,
@@ -158,8 +158,7 @@ def run(args: argparse.Namespace) -> int:
         if report is not None:
             s = report.summary()
             backend = str(s.get("backend") or "-")
-            cosine = format_cosine(s["cosine"])
-            verdict = f"{s['precision']} ok: cosine {cosine}, max rel {s['max_rel']:.1e}, {format_top1(s)}"
+            verdict = f"{s['precision']} {summary_line(s)}"
         print(f"{path.name:<22} {path.stat().st_size / 1e6:>8.1f}  {backend:<12} {verdict}")
     for step, why in result.skipped.items():
         print(f"{step} skipped: {why}")

@@ -417,11 +417,9 @@ def _plugin_ops(shift: str) -> tuple[str, ...]:
 
 
 def verdict(report: VerifyReport) -> str:
-    from msmlp.verify import format_cosine, format_top1
+    from msmlp.verify import summary_line
 
-    s = report.summary()
-    state = "passed" if s["passed"] else "FAILED"
-    return f"{state}: cosine {format_cosine(s['cosine'])}, max rel {s['max_rel']:.2e}, {format_top1(s)}"
+    return summary_line(report.summary())
 
 
 def _weights_text(weights: dict[str, Any]) -> str:
