@@ -24,7 +24,7 @@ def exported(tmp_path_factory, cli) -> Path:
     assert "[1/6] build msmlp_micro" in result.stderr and "[6/6] TensorRT engine" in result.stderr
     assert "[5/6] verify BF16 against PyTorch (OpenVINO" in result.stderr
     assert "synthetic weights (seed 0)" in result.stderr and "engine step skipped" in result.stderr
-    assert "model.onnx" in result.stdout and "fp32 ok" in result.stdout and "bf16 ok" in result.stdout
+    assert "model.onnx" in result.stdout and "fp32 passed" in result.stdout and "bf16 passed" in result.stdout
     return out
 
 
