@@ -1,4 +1,5 @@
-"""INT8 Q/DQ graphs from ModelOpt PTQ: explicit, symmetric, per-channel, verified on held-out photos."""
+"""INT8 Q/DQ graphs from ModelOpt PTQ: explicit, symmetric, per-channel, verified on held-out photos; the
+TensorRT placement and the CPU placement (Q/DQ only on MatMul/Gemm/Conv inputs)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from msmlp.data.transforms import augmented, load_image, preprocess
 from msmlp.errors import InputError
 from msmlp.export.calibration import calibration_batch, split_calibration
 from msmlp.export.onnx import export_onnx
-from msmlp.export.quantize import high_precision_nodes, quantize_int8
+from msmlp.export.quantize import CPU_OP_TYPES, high_precision_nodes, quantize_int8
 from msmlp.runtime.ort import OnnxRuntimeBackend
 from msmlp.verify import compare, tolerance_for
 
@@ -178,7 +179,88 @@ def test_bad_requests_are_clear_errors(setups: dict, tmp_out: Path) -> None:
         quantize_int8(setup["src"], tmp_out / "q.onnx", setup["calib"], keep_fp32=["Softmaxx"])
     with pytest.raises(InputError, match="high precision 'bf16'"):
         quantize_int8(setup["src"], tmp_out / "q.onnx", setup["calib"], high_precision="bf16")
+    with pytest.raises(InputError, match="INT8 target 'openvino' is not one of tensorrt, cpu"):
+        quantize_int8(setup["src"], tmp_out / "q.onnx", setup["calib"], target="openvino")
     assert list(tmp_out.iterdir()) == []
+
+
+def _dq_consumer_ops(model: onnx.ModelProto) -> dict[str, set[str]]:
+    """Op type -> names of its nodes that take at least one input from a DequantizeLinear."""
+    types = {n.name: n.op_type for n in model.graph.node}
+    found: dict[str, set[str]] = {}
+    for name, inputs in _dq_consumers(model).items():
+        if inputs:
+            found.setdefault(types[name], set()).add(name)
+    return found
+
+
+@pytest.mark.parametrize("name", MICRO)
+def test_cpu_target_quantizes_only_gemm_and_conv_inputs(
+    name: str, setups: dict, image_paths: list[Path], tmp_out: Path
+) -> None:
+    """Before (``tensorrt``: Q/DQ also on Adds, LayerNorms, Splits) and after (``cpu``): the same GEMMs
+    and convolutions in INT8, and nothing else behind a DequantizeLinear, so a CPU runtime can fold
+    bias and residual into the INT8 GEMM."""
+    setup = setups[name]
+    trt = quantize_int8(setup["src"], tmp_out / "trt.onnx", setup["calib"])
+    cpu = quantize_int8(setup["src"], tmp_out / "cpu.onnx", setup["calib"], target="cpu")
+    assert trt["target"] == "tensorrt" and cpu["target"] == "cpu"
+    before = _dq_consumer_ops(onnx.load(str(tmp_out / "trt.onnx")))
+    graph = onnx.load(str(tmp_out / "cpu.onnx"))
+    after = _dq_consumer_ops(graph)
+    assert set(after) <= set(CPU_OP_TYPES), after.keys()
+    assert set(cpu["quantized_op_types"]) <= set(CPU_OP_TYPES)
+    assert not {"Add", "LayerNormalization", "Concat", "Slice", "Split"} & set(after)
+    if name == "msmlp_micro":  # the TensorRT placement quantizes residual Adds and LayerNorm inputs
+        assert {"Add", "LayerNormalization"} <= set(before), before.keys()
+    assert cpu["activation_qdq"] < trt["activation_qdq"]
+    for op in CPU_OP_TYPES:  # the compute itself is as quantized as before
+        assert after.get(op, set()) >= before.get(op, set()), op
+
+    inits = {t.name: t for t in graph.graph.initializer}
+    producer = {o: n for n in graph.graph.node for o in n.output}
+    for dq in (n for n in graph.graph.node if n.op_type == "DequantizeLinear"):
+        if dq.input[0] in inits:  # a weight: INT8, one scale per output channel
+            weight, scale = inits[dq.input[0]], inits[dq.input[1]]
+            axis = next(a.i for a in dq.attribute if a.name == "axis")
+            assert weight.data_type == onnx.TensorProto.INT8 and list(scale.dims) == [weight.dims[axis]]
+        else:  # an activation: one per-tensor scale, straight from its QuantizeLinear
+            assert producer[dq.input[0]].op_type == "QuantizeLinear" and not inits[dq.input[1]].dims
+    assert cpu["weights_quantized"] == cpu["weights_per_channel"] > 0
+    auto = high_precision_nodes(onnx.load(str(setup["src"]), load_external_data=False))
+    quantized = set().union(*after.values())
+    assert not quantized & {n for nodes in auto.values() for n in nodes}  # exclusions still hold
+
+
+@pytest.mark.parametrize("name", MICRO)
+def test_cpu_target_held_out_parity_on_onnxruntime_and_openvino(
+    name: str, setups: dict, image_paths: list[Path], tmp_out: Path
+) -> None:
+    """Calibrated on three photos, checked against PyTorch FP32 on views of the two others, on both CPU
+    runtimes the placement is for (OpenVINO with its f32 and bf16 hints for the unquantized rest)."""
+    ov = pytest.importorskip("msmlp.runtime.openvino", reason="OpenVINO is not installed")
+    setup = setups[name]
+    dst = tmp_out / "model.int8.onnx"
+    quantize_int8(setup["src"], dst, setup["calib"], target="cpu")
+    x = _held_out_inputs(setup, image_paths)
+    with torch.inference_mode():
+        ref = setup["model"](torch.from_numpy(x)).numpy()
+    kernels = _fused_vs_op_by_op(dst, x)
+    assert kernels >= 0.998, f"ONNX Runtime's INT8 kernels disagree with the Q/DQ graph: cosine {kernels}"
+    runs = {"onnxruntime": OnnxRuntimeBackend(dst)}
+    hints = ["f32", "bf16"] if ov.bf16_support()[0] else ["f32"]
+    runs.update(
+        {f"openvino {h}": ov.OpenVINOBackend(dst, inference_precision=h, cache_dir=False) for h in hints}
+    )
+    min_cosine = tolerance_for("int8").min_cosine
+    for label, backend in runs.items():
+        with backend:
+            stats = compare(ref, backend(x))
+            assert backend.info.precision == "int8"
+            if label != "onnxruntime":  # OpenVINO really runs INT8 kernels for the quantized layers
+                assert backend.info.details["execution_precision"].get("int8", 0) > 0, backend.info.details
+        assert stats.cosine >= min_cosine, (label, stats)
+        assert stats.top1 >= 0.85 and stats.max_abs > 1e-3, (label, stats)  # see the first test on top-1
 
 
 @pytest.mark.slow

@@ -8,6 +8,15 @@ running the FP32 graph on ONNX Runtime's CPU provider, so this step needs no GPU
 ModelOpt writes intermediate files next to its input and output (and rewrites its input in place); it
 runs here on a copy in a private temporary folder, so the user's folders only ever receive the
 finished graph.
+
+Two placements (``target``). ``tensorrt`` is ModelOpt's default heuristic, written for TensorRT's
+fusions: Q/DQ also on residual Adds, LayerNorm inputs, Concat/Slice of the shifts. On a CPU those extra
+Q/DQ pairs are paid for one by one (OpenVINO, s2mlpv2_small batch 8: INT8 GEMMs 2.7x faster than BF16,
+but ~930 ms of FP32 Adds, Reorders, unfused scale ops around them). ``cpu`` asks ModelOpt to quantize only
+the inputs of MatMul/Gemm/Conv (``op_types_to_quantize``): per-channel INT8 weights, per-tensor
+activations, nothing on Add/LayerNormalization/Concat/Slice, so OpenVINO and ONNX Runtime fold the
+dequantize scale, bias and residual into the INT8 GEMM. Activations stay symmetric s8 either way:
+ModelOpt's INT8 mode has no asymmetric activations (its ``use_zero_point`` is for INT4 only).
 """
 
 from __future__ import annotations
@@ -39,6 +48,8 @@ from msmlp.log import logger
 
 METHODS = ("max", "entropy")
 HIGH_PRECISIONS = ("fp32", "fp16")
+TARGETS = ("tensorrt", "cpu")
+CPU_OP_TYPES = ("MatMul", "Gemm", "Conv")  # the only consumers of Q/DQ in the ``cpu`` placement
 INT8_KEEP_FP32_OPS: tuple[str, ...] = ()
 CALIB_BATCH = 8  # inputs per ONNX Runtime calibration run: batched runs are ~1.5x faster than singles
 
@@ -51,18 +62,23 @@ def quantize_int8(
     method: str = "max",
     keep_fp32: Sequence[str] = (),
     high_precision: str = "fp32",
+    target: str = "tensorrt",
 ) -> dict:
     """Write an INT8 Q/DQ version of ``src`` to ``dst``, calibrated on ``calib`` (N,C,H,W float32).
 
     ``keep_fp32``: node names (or ``re.match`` patterns) and op types left unquantized.
     ``high_precision``: the type of the unquantized remainder; ``fp32`` runs well on CPUs and keeps
     LayerNorm exact, ``fp16`` suits GPUs.
+    ``target``: where the Q/DQ pairs go (module docstring): ``tensorrt`` (ModelOpt's placement for
+    TensorRT) or ``cpu`` (only on MatMul/Gemm/Conv inputs, for OpenVINO and ONNX Runtime).
     """
     src, dst = Path(src), Path(dst)
     if method not in METHODS:
         raise InputError(f"calibration method {method!r} is not one of {', '.join(METHODS)}")
     if high_precision not in HIGH_PRECISIONS:
         raise InputError(f"high precision {high_precision!r} is not one of {', '.join(HIGH_PRECISIONS)}")
+    if target not in TARGETS:
+        raise InputError(f"INT8 target {target!r} is not one of {', '.join(TARGETS)}")
     require("modelopt.onnx.quantization", "INT8 quantization", MODELOPT_INSTALL)
     graph = load_graph(src)
     calib = _check_calib(graph, calib)
@@ -72,15 +88,16 @@ def quantize_int8(
     }
     auto = [n for nodes in kept.values() for n in nodes]
     start = time.perf_counter()
-    model = _run_modelopt(src, graph, calib, method, op_types, [*names, *auto], high_precision)
+    model = _run_modelopt(src, graph, calib, method, op_types, [*names, *auto], high_precision, target)
     seconds = time.perf_counter() - start
     carry_metadata(graph, model, precision="int8")
     check_valid(model, f"INT8 graph from {src}")
     save_model_atomic(model, dst)
     summary = qdq_summary(model)
     logger.info(
-        "int8: %d activation Q/DQ pairs, %d INT8 weights (%d with per-channel scales), %s calibration "
+        "int8 (%s placement): %d activation Q/DQ pairs, %d INT8 weights (%d with per-channel scales), %s calibration "
         "on %d inputs in %.1f s",
+        target,
         summary["activation_qdq"],
         summary["weights_quantized"],
         summary["weights_per_channel"],
@@ -91,6 +108,7 @@ def quantize_int8(
     return {
         "precision": "int8",
         "tool": f"modelopt {_modelopt_version()} onnx ptq",
+        "target": target,
         "calibration_method": method,
         "calibration_inputs": len(calib),
         "calibration_provider": "CPUExecutionProvider",
@@ -112,9 +130,15 @@ def _run_modelopt(
     op_types: list[str],
     nodes: list[str],
     high_precision: str,
+    target: str,
 ) -> onnx.ModelProto:
     """ModelOpt PTQ in a private folder (it writes intermediate files next to its input and output,
     and rewrites its input in place), calibrated in batches on the CPU provider."""
+    placement: dict = {}
+    if target == "cpu":
+        # With op types given, ModelOpt quantizes exactly the inputs of those nodes (no output Q/DQ, no
+        # partition heuristics) and skips its Concat elimination pass, which only serves TensorRT.
+        placement = {"op_types_to_quantize": list(CPU_OP_TYPES), "passes": []}
     mq = require("modelopt.onnx.quantization", "INT8 quantization", MODELOPT_INSTALL)
     batch = min(CALIB_BATCH, len(calib))
     shape = "x".join(str(d) for d in (batch, *calib.shape[1:]))
@@ -133,6 +157,7 @@ def _run_modelopt(
                 high_precision_dtype=high_precision,
                 dq_only=True,  # weights stored as INT8 with their scales: a 4x smaller file
                 output_path=str(out),
+                **placement,
                 log_level="DEBUG" if logger.isEnabledFor(logging.DEBUG) else "WARNING",
             )
             return onnx.load(str(out))
