@@ -21,7 +21,9 @@ import msmlp
 from msmlp.models.weights import make_contributing
 
 ROOT = Path(__file__).resolve().parents[1]
-IMAGES = ROOT / "src" / "msmlp" / "data" / "images"  # packaged photos: the tests need nothing outside the repo
+IMAGES = (
+    ROOT / "src" / "msmlp" / "data" / "images"
+)  # packaged photos: the tests need nothing outside the repo
 MICRO_MODELS = msmlp.list_models(test=True)
 FULL_MODELS = msmlp.list_models(test=False)
 
@@ -90,9 +92,14 @@ class CLI:
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
     @staticmethod
-    def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str, code: int = 2) -> None:
+    def assert_one_line_error(
+        result: subprocess.CompletedProcess[str], *fragments: str, code: int = 2
+    ) -> None:
         """Exit ``code``, exactly one non-empty line on stderr holding every fragment, no traceback."""
-        lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("no --weights")]
+        informational = ("no --weights", "backend auto:")  # progress lines that may precede the error
+        lines = [
+            line for line in result.stderr.splitlines() if line.strip() and not line.startswith(informational)
+        ]
         assert result.returncode == code, result.stderr
         assert "Traceback" not in result.stderr
         assert len(lines) == 1, result.stderr

@@ -114,7 +114,7 @@ def test_verify_passes_with_recorded_weights_and_fails_with_others(exported, tmp
     )
     report = tmp_path / "report.json"
     bad = cli("msmlp", "verify", "--model", "msmlp_micro", "--onnx", exported / "model.onnx", "--weights", other,
-              "--report", report, "--batch-sizes", "1")  # fmt: skip
+              "--report", report, "--batch-sizes", "1", "--backend", "onnxruntime")  # fmt: skip
     assert bad.returncode == 3 and "Traceback" not in bad.stderr
     assert "fp32 parity check failed" in bad.stderr.strip().splitlines()[-1]
     assert json.loads(report.read_text())["passed"] is False

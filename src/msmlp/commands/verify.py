@@ -69,9 +69,11 @@ def run(args: argparse.Namespace) -> int:
         from msmlp.errors import InputError
 
         raise InputError(f"{path} does not record which model it was exported from; pass --model NAME")
+    from msmlp.models.registry import get_config
+
+    candidate.check_model(model_name, get_config(model_name))  # before the reference is built
     model = reference_model(model_name, args.weights, artifact)
     config = model.deploy_config
-    candidate.check_model(model_name, config)
     precision = args.tolerance or candidate.precision
     images = verification_images(args.images)
     images, note = held_out_images(artifact, images) if precision == "int8" and artifact else (images, "")
