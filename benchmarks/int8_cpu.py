@@ -120,7 +120,7 @@ def run_model(name: str, rounds: int, calib_size: int, profile_runs: int) -> dic
         }
         timings = {b: _interleaved(rows, b, rounds if b > 1 else rounds * 2) for b in BATCHES}
         x = np.random.default_rng(0).standard_normal((8, *rows[BASELINE].input_shape[1:]), dtype=np.float32)
-        profiles = {k: by_layer_type(rows[k].profile_layers(x, profile_runs)) for k in PROFILED}
+        profiles = _profiles(rows, x, profile_runs)
         for r in rows.values():
             r.close()
     quant = {
@@ -138,6 +138,18 @@ def run_model(name: str, rounds: int, calib_size: int, profile_runs: int) -> dic
         "ms": timings,
         "profile_batch8_ms": profiles,
     }
+
+
+def _profiles(rows: dict[str, Any], x: np.ndarray, runs: int, repeats: int = 3) -> dict[str, dict]:
+    """Per-layer-type counts of the profiled rows, taken in turns ``repeats`` times; each row keeps its
+    quickest turn, so a burst from a neighbour on the shared cores lands on one turn, not on one row."""
+    best: dict[str, dict[str, float]] = {}
+    for _ in range(repeats):
+        for k in PROFILED:
+            found = by_layer_type(rows[k].profile_layers(x, runs))
+            if k not in best or found["total"] < best[k]["total"]:
+                best[k] = found
+    return best
 
 
 def by_layer_type(profile: dict[str, Any]) -> dict[str, float]:
