@@ -141,6 +141,7 @@ def test_engine_step_is_skipped_without_tensorrt_unless_required(s2_export, tmp_
         ({"batch": (1, 8, 100_000)}, "--batch MAX 100000 is above 1024"),
         ({"batch": (128, 128, 128)}, "--batch MIN 128 is above 64"),
         ({"shift": "roll"}, "--shift 'roll' is not one of slice, plugin"),
+        ({"int8": True, "int8_target": "gpu"}, "--int8-target 'gpu' is not one of cpu, tensorrt"),
         ({"int8": True, "calib": Path("no-such-folder")}, "--calib 'no-such-folder' is not a folder of images"),
         ({"opt_level": 7}, "--opt-level 7 must be in 0..5"),
         ({"workspace_gib": 0}, "--workspace 0 must be a positive number"),
@@ -218,6 +219,7 @@ def test_fp16_and_int8_artefacts_are_verified(tmp_path):
     int8 = meta["artifacts"]["model.int8.onnx"]
     assert int8["op_counts"]["QuantizeLinear"] > 0 and int8["sha256"] == file_sha256(out / "model.int8.onnx")
     assert int8["info"]["calibration"]["files"] == ["astronaut.jpg", "brick.jpg", "coffee.jpg"]
+    assert int8["info"]["target"] == "cpu"  # no TensorRT here: Q/DQ placed for the CPU backends
     report = json.loads((out / "verify_int8.json").read_text())
     assert report["images"] == ["grass.jpg", "rocket.jpg"] and "held-out" in report["note"]
     with OnnxRuntimeBackend(out / "model.fp16.onnx") as backend:

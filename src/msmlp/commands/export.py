@@ -82,6 +82,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--calib-method", default="max", metavar="max|entropy", help="INT8 calibration method (default max)"
     )
     q.add_argument(
+        "--int8-target",
+        choices=("cpu", "tensorrt"),
+        help="where the INT8 graph runs: cpu places Q/DQ only on MatMul/Gemm/Conv inputs (fastest on "
+        "OpenVINO and ONNX Runtime); tensorrt places them as ModelOpt does for TensorRT (default: tensorrt "
+        "when an engine is built here, else cpu)",
+    )
+    q.add_argument(
         "--keep-fp32",
         action="append",
         default=[],
@@ -136,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         calib_size=args.calib_size,
         calib_method=args.calib_method,
         keep_fp32=tuple(args.keep_fp32),
+        int8_target=args.int8_target,
         target_cosine=args.target_cosine,
         engine=args.engine,
         workspace_gib=args.workspace,

@@ -281,6 +281,7 @@ def quantize_mixed(
     batch: int = 8,
     max_configs: int = MAX_CONFIGS,
     plot: str | Path | None = None,
+    target: str = "tensorrt",
 ) -> dict[str, Any]:
     """INT8 with automatic mixed precision: calibrate once (``calib``, the export's cached batch), search
     on ``held_out`` inputs, then let ModelOpt write the graph with the chosen groups excluded. Returns
@@ -289,7 +290,7 @@ def quantize_mixed(
     from msmlp.export.quantize import quantize_int8
 
     dst = Path(dst)
-    info = quantize_int8(Path(fp32_path), dst, calib, method=method, keep_fp32=keep_fp32)
+    info = quantize_int8(Path(fp32_path), dst, calib, method=method, keep_fp32=keep_fp32, target=target)
     result = search_mixed_precision(
         fp32_path, dst, held_out, target_cosine, batch=batch, max_configs=max_configs
     )
@@ -297,7 +298,12 @@ def quantize_mixed(
     record = result.to_dict()
     if result.keep_nodes:
         info = quantize_int8(
-            Path(fp32_path), dst, calib, method=method, keep_fp32=[*keep_fp32, *result.keep_nodes]
+            Path(fp32_path),
+            dst,
+            calib,
+            method=method,
+            keep_fp32=[*keep_fp32, *result.keep_nodes],
+            target=target,
         )
         ev = Evaluator(load_model(fp32_path), held_out, batch, None)
         final = ev.parity(load_model(dst))

@@ -11,6 +11,7 @@ from msmlp.errors import ExportError, InputError
 from msmlp.models.config import DeployConfig
 
 CALIB_METHODS = ("max", "entropy")
+INT8_TARGETS = ("cpu", "tensorrt")
 SHIFT_FORMS = ("slice", "plugin")
 VERIFY_BATCH = 8
 MAX_PROFILE_BATCH = 1024  # the largest batch a profile may name
@@ -36,6 +37,9 @@ class ExportOptions:
     calib_size: int = 32
     calib_method: str = "max"
     keep_fp32: tuple[str, ...] = ()
+    int8_target: str | None = (
+        None  # Q/DQ placement: "cpu" or "tensorrt"; None: tensorrt if an engine is built
+    )
     target_cosine: float | None = (
         None  # INT8: keep layer groups in high precision to meet this held-out cosine
     )
@@ -69,6 +73,8 @@ def check_options(opts: ExportOptions) -> ExportOptions:
     batch = check_profile(opts.batch) if opts.batch is not None else default_batch(config)
     if opts.calib_method not in CALIB_METHODS:
         raise InputError(f"--calib-method {opts.calib_method!r} is not one of {', '.join(CALIB_METHODS)}")
+    if opts.int8_target is not None and opts.int8_target not in INT8_TARGETS:
+        raise InputError(f"--int8-target {opts.int8_target!r} is not one of {', '.join(INT8_TARGETS)}")
     if opts.shift not in SHIFT_FORMS:
         raise InputError(f"--shift {opts.shift!r} is not one of {', '.join(SHIFT_FORMS)}")
     size = opts.calib_size
@@ -95,7 +101,8 @@ def check_options(opts: ExportOptions) -> ExportOptions:
         if not available:
             raise ExportError(f"--engine was given but the engine cannot be built: {reason}")
     check_writable_folder(opts.out_dir, "--out")
-    return replace(opts, batch=batch)
+    target = opts.int8_target or ("tensorrt" if opts.engine or tensorrt_status()[0] else "cpu")
+    return replace(opts, batch=batch, int8_target=target)
 
 
 def _check_target_cosine(opts: ExportOptions) -> None:

@@ -227,7 +227,12 @@ def int8_step(run: _Run) -> None:
     def quantize(stage: Path) -> dict:
         if opts.target_cosine is None:
             info = quantize_int8(
-                run.result.artifacts["fp32"], stage, calib, method=opts.calib_method, keep_fp32=opts.keep_fp32
+                run.result.artifacts["fp32"],
+                stage,
+                calib,
+                method=opts.calib_method,
+                keep_fp32=opts.keep_fp32,
+                target=opts.int8_target or "cpu",
             )
             return {**info, "calibration": calibration}
         from msmlp.data.transforms import augmented, load_image, preprocess
@@ -244,13 +249,17 @@ def int8_step(run: _Run) -> None:
             method=opts.calib_method,
             keep_fp32=opts.keep_fp32,
             plot=run.out / "int8_tradeoff.png",
+            target=opts.int8_target or "cpu",
         )
         return {**info, "calibration": calibration}
 
     reduced_precision_step(
         run,
         "int8",
-        (f"quantize to INT8 (ModelOpt, {opts.calib_method} calibration)", quantize),
+        (
+            f"quantize to INT8 (ModelOpt, {opts.calib_method} calibration, Q/DQ placed for {opts.int8_target})",
+            quantize,
+        ),
         ("verify INT8 against PyTorch FP32 on held-out images", held_out, note),
     )
     int8_openvino_step(run, held_out, note)
