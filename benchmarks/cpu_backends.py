@@ -46,7 +46,7 @@ def export(name: str, out: Path, calib_size: int) -> tuple[Any, Path, Path, np.n
     held = [load_image(f) for f in files if f.stem not in CALIB_IMAGES]
     t1 = time.perf_counter()
     int8 = out / "model.int8.onnx"
-    quantize_int8(fp32, int8, preprocess(augmented(calib, calib_size, seed=1), config))
+    quantize_int8(fp32, int8, preprocess(augmented(calib, calib_size, seed=1), config), target="cpu")
     print(f"{name}: export {t1 - t0:.0f} s, int8 {time.perf_counter() - t1:.0f} s", flush=True)
     return model, fp32, int8, preprocess(augmented(held, 16, seed=2), config)
 
