@@ -15,6 +15,7 @@ import msmlp
 from msmlp.export.onnx import export_onnx
 from msmlp.models.weights import make_contributing
 
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, cli) -> Path:
     """``msmlp-export --model msmlp_micro`` run once for the module."""
@@ -55,7 +56,9 @@ def test_failure_mid_export_leaves_no_artefact(tmp_path, image_paths, cli):
 
 def test_predict_prints_top5_for_onnx_and_pytorch_alike(exported, image_paths, cli):
     image = image_paths[2]
-    by_onnx = cli("msmlp", "predict", "--onnx", exported / "model.onnx", image, "--json", "--backend", "onnxruntime")
+    by_onnx = cli(
+        "msmlp", "predict", "--onnx", exported / "model.onnx", image, "--json", "--backend", "onnxruntime"
+    )
     by_torch = cli("msmlp", "predict", "--model", "msmlp_micro", image, "--json")
     assert by_onnx.returncode == 0 and by_torch.returncode == 0, by_onnx.stderr + by_torch.stderr
     onnx_rows, torch_rows = json.loads(by_onnx.stdout), json.loads(by_torch.stdout)
@@ -90,7 +93,9 @@ def test_onnx_of_another_model_is_refused(tmp_path, image_paths, cli):
     bare = tmp_path / "bare.onnx"
     onnx.save(bare_graph, bare)
     result = cli("msmlp", "predict", "--model", "msmlp_micro", "--onnx", bare, image_paths[0])
-    cli.assert_one_line_error(result, "takes input (N, 3, 112, 112) but model 'msmlp_micro' takes (N, 3, 64, 64)")
+    cli.assert_one_line_error(
+        result, "takes input (N, 3, 112, 112) but model 'msmlp_micro' takes (N, 3, 64, 64)"
+    )
 
 
 def test_corrupt_onnx_is_one_line(tmp_path, image_paths, cli):
@@ -124,7 +129,7 @@ def test_predict_chunks_batches_within_the_backend_range():
     """In process: predict splits many images into batches the backend takes, padding a short last one."""
     import numpy as np
 
-    from msmlp.commands.predict import run_chunks
+    from msmlp.runtime.base import run_in_batches
 
     class Recorder:
         batch_range = (4, 6)
@@ -138,6 +143,6 @@ def test_predict_chunks_batches_within_the_backend_range():
 
     backend = Recorder()
     inputs = np.arange(13 * 3, dtype=np.float32).reshape(13, 3, 1, 1)
-    out = run_chunks(backend, inputs)
+    out = run_in_batches(backend, inputs)
     assert backend.sizes == [6, 6, 4]  # the last chunk of 1 image was padded up to the minimum batch
     np.testing.assert_array_equal(out, inputs.reshape(13, 3) * 2)

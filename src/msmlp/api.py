@@ -23,7 +23,7 @@ from msmlp.errors import InputError
 from msmlp.models.config import DeployConfig
 from msmlp.pipeline import ExportOptions, ExportResult, run_export
 from msmlp.runtime import open_backend
-from msmlp.runtime.base import Backend
+from msmlp.runtime.base import Backend, run_in_batches
 
 MAX_CHUNK = 32
 
@@ -73,18 +73,7 @@ class Predictor:
 
     def logits(self, array: np.ndarray) -> np.ndarray:
         """N,C,H,W float32 (already preprocessed) -> N,classes logits, in chunks the backend accepts."""
-        array = np.asarray(array, dtype=np.float32)
-        lo, hi = self.backend.batch_range
-        step = max(lo, min(hi, MAX_CHUNK))
-        outs = []
-        for start in range(0, len(array), step):
-            chunk = array[start : start + step]
-            pad = max(0, lo - len(chunk))
-            padded = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)]) if pad else chunk
-            outs.append(self.backend(padded)[: len(chunk)])
-        if not outs:
-            raise InputError("no inputs given")
-        return np.concatenate(outs)
+        return run_in_batches(self.backend, np.asarray(array, dtype=np.float32), MAX_CHUNK)
 
     def predict(self, images: Sequence[str | Path | bytes | Any], k: int = 5) -> list[list[Prediction]]:
         """Image files, bytes or PIL images -> the top-``k`` classes of each."""

@@ -13,9 +13,9 @@ from PIL import Image
 
 import msmlp
 import msmlp.export.calibration as calibration
+from msmlp.data.transforms import list_images, preprocess
 from msmlp.errors import InputError
 from msmlp.export.calibration import calibration_batch, calibration_summary, split_calibration
-from msmlp.data.transforms import list_images, preprocess
 
 CONFIG = msmlp.get_config("msmlp_micro")
 

@@ -11,11 +11,11 @@ import torch
 from onnx import TensorProto, helper
 
 import msmlp
+from msmlp.data.transforms import augmented, load_image, preprocess
 from msmlp.errors import InputError
 from msmlp.export.onnx import export_onnx
 from msmlp.export.precision import convert_fp16, precision_summary
 from msmlp.runtime.ort import OnnxRuntimeBackend
-from msmlp.data.transforms import augmented, load_image, preprocess
 from msmlp.verify import compare, tolerance_for
 
 MICRO = msmlp.list_models(test=True)

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import msmlp
+from msmlp.data.transforms import preprocess
 from msmlp.models.complexity import complexity
 from msmlp.models.msmlp import chunk_sizes
 from msmlp.models.weights import block_contributions, make_contributing
-from msmlp.data.transforms import preprocess
 
 from .official_msmlp import OfficialMSMLP
 

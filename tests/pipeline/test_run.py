@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import logging
 import shutil
 from pathlib import Path
 
@@ -47,7 +46,12 @@ def s2_export(tmp_path_factory) -> ExportResult:
 
 def test_fp32_export_writes_model_metadata_and_report(s2_export):
     out = s2_export.out
-    assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.onnx", "verify_bf16.json", "verify_fp32.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "model.json",
+        "model.onnx",
+        "verify_bf16.json",
+        "verify_fp32.json",
+    ]
     meta = manifest(out)
     config = msmlp.get_config("s2mlpv2_micro")
     assert meta["model"] == "s2mlpv2_micro" and meta["config"] == json.loads(json.dumps(config.to_dict()))
@@ -142,7 +146,10 @@ def test_engine_step_is_skipped_without_tensorrt_unless_required(s2_export, tmp_
         ({"batch": (128, 128, 128)}, "--batch MIN 128 is above 64"),
         ({"shift": "roll"}, "--shift 'roll' is not one of slice, plugin"),
         ({"int8": True, "int8_target": "gpu"}, "--int8-target 'gpu' is not one of cpu, tensorrt"),
-        ({"int8": True, "calib": Path("no-such-folder")}, "--calib 'no-such-folder' is not a folder of images"),
+        (
+            {"int8": True, "calib": Path("no-such-folder")},
+            "--calib 'no-such-folder' is not a folder of images",
+        ),
         ({"opt_level": 7}, "--opt-level 7 must be in 0..5"),
         ({"workspace_gib": 0}, "--workspace 0 must be a positive number"),
         ({"weights": Path("missing.pth")}, "--weights 'missing.pth' does not exist"),
@@ -215,7 +222,11 @@ def test_fp16_and_int8_artefacts_are_verified(tmp_path):
     assert set(meta["verification"]) == {"fp32", "bf16", "fp16", "int8", "int8_openvino"}
     assert all(v["passed"] for v in meta["verification"].values())
     openvino = meta["verification"]["int8_openvino"]
-    assert openvino["backend"] == "openvino" and openvino["file"] == "model.int8.onnx" and openvino["hint"] == "bf16"
+    assert (
+        openvino["backend"] == "openvino"
+        and openvino["file"] == "model.int8.onnx"
+        and openvino["hint"] == "bf16"
+    )
     int8 = meta["artifacts"]["model.int8.onnx"]
     assert int8["op_counts"]["QuantizeLinear"] > 0 and int8["sha256"] == file_sha256(out / "model.int8.onnx")
     assert int8["info"]["calibration"]["files"] == ["astronaut.jpg", "brick.jpg", "coffee.jpg"]
@@ -232,7 +243,11 @@ def test_full_size_export_check_and_parity(tmp_path, name):
     result = run_export(ExportOptions(model=name, out=tmp_path / "out"))
     meta = manifest(result.out)
     counts = meta["artifacts"]["model.onnx"]["op_counts"]
-    assert meta["artifacts"]["model.onnx"]["check"]["ok"] and not {"ScatterND", "ScatterElements", "Roll"} & set(counts)
+    assert meta["artifacts"]["model.onnx"]["check"]["ok"] and not {
+        "ScatterND",
+        "ScatterElements",
+        "Roll",
+    } & set(counts)
     report = result.reports["fp32"]
     assert [r.batch_size for r in report.results] == [1, 8]
     for r in report.results:

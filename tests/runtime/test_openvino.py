@@ -117,7 +117,9 @@ def test_profile_layers_reports_kernels_and_precisions(graphs, photos, tmp_path)
         profile = ov.profile_layers(photos[:2], runs=2)
     assert profile["source"] == "openvino" and profile["batch"] == 2 and profile["runs"] == 2
     ops = {r["op"] for r in profile["nodes"]}
-    assert any(op.startswith("FullyConnected") for op in ops) and all(r["ms_per_run"] >= 0 for r in profile["nodes"])
+    assert any(op.startswith("FullyConnected") for op in ops) and all(
+        r["ms_per_run"] >= 0 for r in profile["nodes"]
+    )
     int8 = [r for r in profile["nodes"] if r["op"].startswith("FullyConnected") and r["precision"] == "int8"]
     assert int8 and all(r["exec_type"].endswith("_i8") for r in int8)
 

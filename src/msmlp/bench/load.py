@@ -70,7 +70,9 @@ def _closed_loop(
                     latencies.append(time.perf_counter() - t0)
             bar.update()
 
-    with tqdm(total=requests, desc=desc, unit="req", disable=not progress or not sys.stderr.isatty(), leave=False) as bar:
+    with tqdm(
+        total=requests, desc=desc, unit="req", disable=not progress or not sys.stderr.isatty(), leave=False
+    ) as bar:
         threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
         start = time.perf_counter()
         for t in threads:

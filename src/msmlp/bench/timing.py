@@ -97,7 +97,9 @@ def time_batches(
         raise InputError("give either iters or duration_s")
     total = len(batches) * (warmup + iters) if iters is not None else None
     results = []
-    with tqdm(total=total, desc="bench", unit="call", disable=not progress or not sys.stderr.isatty(), leave=False) as bar:
+    with tqdm(
+        total=total, desc="bench", unit="call", disable=not progress or not sys.stderr.isatty(), leave=False
+    ) as bar:
         for batch in batches:
             bar.set_description(f"batch {batch}")
             x = make_batch(backend, batch)

@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from msmlp.data.transforms import load_image, preprocess
     from msmlp.errors import InputError
     from msmlp.log import logger
+    from msmlp.runtime.base import run_in_batches
 
     if args.model is None and args.onnx is None and args.engine is None:
         raise InputError("give --model NAME, --onnx PATH or --engine PLAN")
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     backend = open_source(source).load()
     config = config_for(backend, expected)
     with backend:
-        logits = run_chunks(backend, preprocess(pictures, config))
+        logits = run_in_batches(backend, preprocess(pictures, config), MAX_CHUNK)
     if backend.info.synthetic or (args.model and not args.weights and not expected):
         logger.warning("note: synthetic weights (no checkpoint): these classes are meaningless")
     rows = [
@@ -85,18 +86,3 @@ def config_for(backend: Any, expected: str | None) -> Any:
         f"{backend.info.artifact.path if backend.info.artifact else 'the file'} does not record its model or "
         "preprocessing (no model.json); pass --model NAME"
     )
-
-
-def run_chunks(backend: Any, inputs: Any) -> Any:
-    """Run in batches the backend accepts; pad a short last batch up to its minimum batch size."""
-    import numpy as np
-
-    lo, hi = backend.batch_range
-    step = max(lo, min(hi, MAX_CHUNK))
-    outs = []
-    for start in range(0, len(inputs), step):
-        chunk = inputs[start : start + step]
-        pad = max(0, lo - len(chunk))
-        padded = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)]) if pad else chunk
-        outs.append(backend(padded)[: len(chunk)])
-    return np.concatenate(outs)

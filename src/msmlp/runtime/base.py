@@ -204,3 +204,19 @@ class Backend(ABC):
 
 def _fmt(shape: tuple[int, ...]) -> str:
     return "(" + ", ".join("N" if d == -1 else str(d) for d in shape) + ")"
+
+
+def run_in_batches(backend: Backend, inputs: np.ndarray, max_batch: int = 32) -> np.ndarray:
+    """Logits for any number of inputs, in batches the backend accepts (at most ``max_batch``); a short
+    last batch is padded up to the backend's minimum batch and the padding dropped again."""
+    lo, hi = backend.batch_range
+    step = max(lo, min(hi, max_batch))
+    outs = []
+    for start in range(0, len(inputs), step):
+        chunk = inputs[start : start + step]
+        pad = max(0, lo - len(chunk))
+        padded = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)]) if pad else chunk
+        outs.append(backend(padded)[: len(chunk)])
+    if not outs:
+        raise InputError("no inputs given")
+    return np.concatenate(outs)

@@ -41,9 +41,7 @@ def bind(host: str, port: int) -> socket.socket:
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except socket.gaierror as exc:
-        raise InputError(
-            f"--host {host!r} is not an address this machine can bind ({exc.strerror})"
-        ) from exc
+        raise InputError(f"--host {host!r} is not an address this machine can bind ({exc.strerror})") from exc
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
