@@ -31,10 +31,6 @@ def profile_layers(
         return profile_torch(backend, x, runs=runs, top=top)
     if backend.name == "openvino":
         return profile_openvino(backend, x, runs=runs, top=top)
-    hook = getattr(backend, "layer_profile", None)  # TensorRT: [{"name": layer, "ms": mean ms per run}]
-    if callable(hook):
-        rows = hook(x, runs)
-        return _ranked("tensorrt", batch, runs, {r["name"]: r["ms"] * runs for r in rows}, {}, top)
     return {"available": False, "reason": f"the {backend.name} backend exposes no per-layer profiler"}
 
 
