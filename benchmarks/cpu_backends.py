@@ -68,14 +68,15 @@ def record(name: str, model: Any, out: Path, summaries: dict[str, tuple[Path, di
 
 def verify_rows(model: Any, rows: dict[str, Any], held: np.ndarray) -> dict[str, dict]:
     """Each row's cosine / top-1 against eager FP32 on the held-out inputs (batches of 8)."""
+    from msmlp.runtime.base import run_in_batches
     from msmlp.runtime.torch_backend import TorchBackend
     from msmlp.verify import compare
 
     with TorchBackend(model) as ref:
-        expected = np.concatenate([ref(held[i : i + 8]) for i in range(0, len(held), 8)])
+        expected = run_in_batches(ref, held, 8)
     found = {}
     for label, backend in rows.items():
-        got = np.concatenate([backend(held[i : i + 8]) for i in range(0, len(held), 8)])
+        got = run_in_batches(backend, held, 8)
         found[label] = compare(expected, got).to_dict()
     return found
 
