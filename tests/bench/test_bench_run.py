@@ -66,7 +66,7 @@ def test_bench_onnx_report_profile_and_batcher_load(onnx_file, tmp_path):
     profile = report["profile"]
     assert profile["available"] and profile["source"] == "onnxruntime" and profile["batch"] == 4
     ops = {r["op"]: r for r in profile["top_ops"]}
-    assert {"MatMul", "Conv"} <= set(ops) and sum(r["percent"] for r in ops.values()) <= 100.0 + 1e-6
+    assert {"Conv", "Gemm"} <= set(ops) and sum(r["percent"] for r in ops.values()) <= 100.0 + 1e-6
     assert profile["top_nodes"] and all(r["ms_per_run"] > 0 for r in profile["top_nodes"])
     conc = report["concurrency"]
     assert conc["requests"] == conc["answered"] == 32 and conc["errors"] == {}

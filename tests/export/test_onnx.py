@@ -170,6 +170,35 @@ def test_split_attention_exports_without_a_stacked_reduction(exported):
             assert not any(producers.get(i) and producers[i].op_type == "Unsqueeze" for i in node.input)
 
 
+def test_msmlp_exports_channels_first_without_transposes(exported, contributing, tmp_path):
+    """MS-MLP's deployment form keeps N,C,H,W throughout: no Transpose, each block's MLP is two 1x1
+    convolutions, its LayerNorm written out over C; the reference form (official code) has a
+    Transpose pair and one LayerNormalization per block and patch embed, and the same logits."""
+    graph = onnx.load(exported["msmlp_micro"][0])
+    counts = op_counts(graph)
+    blocks, embeds = 4, 4  # msmlp_micro: one block per stage, stem + 3 downsamples
+    assert "Transpose" not in counts
+    assert counts["LayerNormalization"] == 1  # only the head's, on pooled vectors
+    inits = {t.name: t for t in graph.graph.initializer}
+    pointwise = [
+        n
+        for n in graph.graph.node
+        if n.op_type == "Conv" and n.input[1] in inits and list(inits[n.input[1]].dims[2:]) == [1, 1]
+    ]
+    assert len(pointwise) >= 2 * blocks
+    means = [n for n in graph.graph.node if n.op_type == "ReduceMean" and "/norm/" in n.name]
+    assert len(means) == 2 * (blocks + embeds)  # mean and variance of each written-out LayerNorm
+
+    reference = contributing("msmlp_micro", shift_form="reference")
+    ref_path = export_onnx(reference, tmp_path / "ref.onnx", config=msmlp.get_config("msmlp_micro"))
+    ref_counts = op_counts(onnx.load(ref_path))
+    assert ref_counts["Transpose"] == 2 * (blocks + embeds)
+    assert ref_counts["LayerNormalization"] == blocks + embeds + 1
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    stats = compare(run_onnx(ref_path, x), run_onnx(exported["msmlp_micro"][0], x))
+    assert stats.cosine > 1 - 1e-9 and stats.max_rel < 1e-5, stats
+
+
 PLUGIN_NODES = {"msmlp_micro": ("GroupRoll", 8), "s2mlpv2_micro": ("EdgeShift", 8)}
 
 

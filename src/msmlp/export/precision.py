@@ -4,7 +4,8 @@ TensorRT 11 has no FP16 builder flag: precision lives in the ONNX graph. AutoCas
 FP16 node by node and keeps a node in FP32 when its reference values (from a real FP32 run) exceed
 ``DATA_MAX`` or its initializers exceed FP16's range. On top of that, LayerNormalization stays FP32 by
 default: its statistics square the activations (FP16 overflows beyond 256) and TensorRT warns about
-FP16 LayerNorm for the same reason. Graph inputs and outputs stay FP32 unless asked otherwise, so the
+FP16 LayerNorm for the same reason; so do the nodes of a LayerNorm written out op by op (MS-MLP's
+channels-first deployment form: ReduceMean, Sub, Mul, Sqrt, Div under a ``norm`` scope). Graph inputs and outputs stay FP32 unless asked otherwise, so the
 FP16 graph is a drop-in replacement for the FP32 one.
 
 This module also holds the helpers the INT8 step shares: resolving "keep in FP32" entries (node names
@@ -31,6 +32,7 @@ from msmlp.fileio import atomic_path
 from msmlp.log import logger
 
 FP16_KEEP_FP32_OPS: tuple[str, ...] = ("LayerNormalization",)
+NORM_SCOPE = re.compile(r"(^|/)norm\d*/")  # exported node names from inside a LayerNorm module
 DATA_MAX = 512.0  # AutoCast's default: 128x headroom below FP16's 65504 for inputs it has not seen
 REFERENCE_INPUTS = 4  # AutoCast keeps every intermediate tensor of the reference run in memory
 MODELOPT_INSTALL = "pip install 'nvidia-modelopt[onnx]'"
@@ -55,6 +57,7 @@ def convert_fp16(
     require("modelopt.onnx.autocast", "FP16 conversion", MODELOPT_INSTALL)
     graph = load_graph(src)
     op_types, names = resolve_keep_fp32(graph, [*FP16_KEEP_FP32_OPS, *keep_fp32], purpose="FP16")
+    names += [n for n in written_out_norm_nodes(graph) if n not in names]
     ref = _reference_inputs(graph, reference)
     start = time.perf_counter()
     model = _run_autocast(src, graph, ref, op_types, names, keep_io_types)
@@ -109,6 +112,14 @@ def _run_autocast(
             )
         except Exception as exc:
             raise ExportError(f"FP16 conversion of {src} failed in ModelOpt AutoCast: {exc}") from exc
+
+
+def written_out_norm_nodes(model: onnx.ModelProto) -> list[str]:
+    """Nodes exported from inside a LayerNorm module other than one LayerNormalization node: a
+    LayerNorm written out op by op, which FP16 breaks as it breaks LayerNormalization."""
+    return [
+        n.name for n in model.graph.node if n.op_type != "LayerNormalization" and NORM_SCOPE.search(n.name)
+    ]
 
 
 # -- shared with the INT8 step -------------------------------------------------------------------------

@@ -1,0 +1,153 @@
+"""MS-MLP's two channel-MLP layouts on the CPU runtimes: the deployment form msmlp exports (channels-first:
+LayerNorm written out over C, the Linears as 1x1 convolutions, no Transpose) against the official
+channels-last one (permute, LayerNorm, Linear, GELU, Linear, permute back), with the same weights and the
+same Slice/Concat shifts, so only the layout differs.
+
+For each model: both layouts exported to ONNX and quantized with the ``cpu`` Q/DQ placement (calibrated
+on three packaged photos), each row checked against eager FP32 (the official layout) on views of the
+two held-out photos, then timed in ``--rounds`` interleaved rounds (every row once per round, in a
+rotated order, so a noisy neighbour hits all rows alike). Ratios are between medians of this one run.
+
+  python benchmarks/msmlp_forms.py --models msmlp_tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BATCHES = (8, 1)
+CALIB_IMAGES = ("brick", "grass", "rocket")  # the rest (astronaut, coffee) are held out
+LAYOUTS = ("channels-last", "channels-first")
+
+
+def export(name: str, out: Path, calib_size: int) -> tuple[Any, dict[str, dict[str, Path]], np.ndarray]:
+    """Per layout: model.onnx and its INT8 graph; the eager model (channels-last); held-out inputs."""
+    from msmlp.data.transforms import augmented, builtin_images, load_image, preprocess
+    from msmlp.export.onnx import export_onnx
+    from msmlp.export.quantize import quantize_int8
+    from msmlp.models.msmlp import set_channels_first
+    from msmlp.models.weights import load_for_deploy
+
+    model = load_for_deploy(name, None, 0, quiet=True)
+    config = model.deploy_config
+    files = builtin_images()
+    calib = preprocess(
+        augmented([load_image(f) for f in files if f.stem in CALIB_IMAGES], calib_size, seed=1), config
+    )
+    held = preprocess(
+        augmented([load_image(f) for f in files if f.stem not in CALIB_IMAGES], 16, seed=2), config
+    )
+    graphs = {}
+    for layout in LAYOUTS:
+        t0 = time.perf_counter()
+        set_channels_first(model, layout == "channels-first")
+        folder = out / layout
+        folder.mkdir()
+        fp32 = export_onnx(model, folder / "model.onnx", config=config, batch=(1, 8, 64), model_name=name)
+        int8 = folder / "model.int8.onnx"
+        quantize_int8(fp32, int8, calib, target="cpu")
+        graphs[layout] = {"fp32": fp32, "int8": int8}
+        print(f"{name} {layout}: export and int8 {time.perf_counter() - t0:.0f} s", flush=True)
+    set_channels_first(model, False)
+    return model, graphs, held
+
+
+def run_model(name: str, rounds: int, calib_size: int) -> dict[str, Any]:
+    from msmlp.runtime.base import run_in_batches
+    from msmlp.runtime.openvino import OpenVINOBackend
+    from msmlp.runtime.ort import OnnxRuntimeBackend
+    from msmlp.runtime.torch_backend import TorchBackend
+    from msmlp.verify import compare, tolerance_for
+
+    with tempfile.TemporaryDirectory(prefix="msmlp-forms-") as tmp:
+        model, graphs, held = export(name, Path(tmp), calib_size)
+        rows = {}
+        for layout, g in graphs.items():
+            rows[f"ort fp32 {layout}"] = OnnxRuntimeBackend(g["fp32"], threads=2)
+            rows[f"ov bf16 {layout}"] = OpenVINOBackend(g["fp32"], inference_precision="bf16")
+            rows[f"ov int8 {layout}"] = OpenVINOBackend(g["int8"], inference_precision="bf16")
+        for r in rows.values():
+            r.load()
+        reference = TorchBackend(model).load()
+        ref = run_in_batches(reference, held, 8)
+        parity = {}
+        for label, r in rows.items():
+            stats = compare(ref, run_in_batches(r, held, 8))
+            precision = "int8" if "int8" in label else "bf16" if "bf16" in label else "fp32"
+            parity[label] = {
+                "cosine": stats.cosine,
+                "max_rel": stats.max_rel,
+                "top1": stats.top1,
+                "passed": not tolerance_for(precision).failures(stats),
+            }
+        timings = {b: _interleaved(rows, b, rounds if b > 1 else rounds * 2) for b in BATCHES}
+        for r in [*rows.values(), reference]:
+            r.close()
+    return {
+        "model": name,
+        "parity": parity,
+        "ms": timings,
+        "ratios": {b: ratios(ms) for b, ms in timings.items()},
+    }
+
+
+def _interleaved(rows: dict[str, Any], batch: int, rounds: int) -> dict[str, float]:
+    first = next(iter(rows.values()))
+    x = np.random.default_rng(0).standard_normal((batch, *first.input_shape[1:]), dtype=np.float32)
+    names = list(rows)
+    for name in names:
+        rows[name](x)
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            t0 = time.perf_counter()
+            rows[name](x)
+            samples[name].append(time.perf_counter() - t0)
+    return {n: float(np.median(s) * 1e3) for n, s in samples.items()}
+
+
+def ratios(ms: dict[str, float]) -> dict[str, float]:
+    out = {}
+    for kind in ("ort fp32", "ov bf16", "ov int8"):
+        out[f"{kind}: channels-first speed-up"] = ms[f"{kind} channels-last"] / ms[f"{kind} channels-first"]
+    for layout in LAYOUTS:
+        out[f"{layout}: ov bf16 / ort fp32"] = ms[f"ort fp32 {layout}"] / ms[f"ov bf16 {layout}"]
+        out[f"{layout}: ov int8 / ov bf16"] = ms[f"ov bf16 {layout}"] / ms[f"ov int8 {layout}"]
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=["msmlp_tiny", "msmlp_small", "msmlp_base"])
+    p.add_argument(
+        "--rounds", type=int, default=10, help="interleaved rounds at batch 8 (batch 1: twice as many)"
+    )
+    p.add_argument("--calib-size", type=int, default=32)
+    p.add_argument("--out", type=Path, default=Path("msmlp_forms.json"))
+    args = p.parse_args()
+    results = []
+    for name in args.models:
+        found = run_model(name, args.rounds, args.calib_size)
+        results.append(found)
+        print(f"\n{name}: {'row':<26} {'b8 ms':>8} {'b1 ms':>8} {'cosine':>10} {'gate':>6}")
+        for row, ms8 in found["ms"][8].items():
+            par = found["parity"][row]
+            ok = "ok" if par["passed"] else "FAIL"
+            print(
+                f"{'':<{len(name) + 2}}{row:<26} {ms8:>8.1f} {found['ms'][1][row]:>8.1f} {par['cosine']:>10.6f} {ok:>6}"
+            )
+        for batch, rs in found["ratios"].items():
+            print(f"batch {batch}: " + ", ".join(f"{k} {v:.2f}x" for k, v in rs.items()), flush=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
