@@ -4,7 +4,7 @@ The TorchScript exporter (``dynamo=False``) is used because it is fast (seconds,
 handles a dynamic batch on every model here; it leaves Shape/Gather/Unsqueeze chains for every size
 the tracer saw, which :func:`clean_graph` folds away with onnxslim (constant folding, dead-node and
 Identity removal). The models already trace to their deployment form (shifts and split attention from
-Slice/Concat/Add/Mul), so no graph rewrite is needed. With ``shift="plugin"`` each whole-tensor shift
+Slice/Concat/Add/Mul; MS-MLP channels-first, without Transpose), so no graph rewrite is needed. With ``shift="plugin"`` each whole-tensor shift
 becomes one TensorRT plugin node instead (see :mod:`msmlp.plugins.onnx_nodes`).
 The spatial size stays fixed by the model's :class:`DeployConfig`; only axis 0,
 named ``batch``, varies. Weights are stored inline, so ``model.onnx`` is the whole artefact, unless the

@@ -12,7 +12,7 @@ rolls by Slice/Concat and keeps the whole network channels-first: LayerNorm over
 (ReduceMean, Sub, Mul, Sqrt, Div) and the two Linears as 1x1 convolutions. That removes 2 transposes
 per block and lets runtimes fuse bias, GELU and the INT8 requantization into the convolution. Measured
 on msmlp_tiny, batch 8, 2-core AVX-512-BF16 CPU: OpenVINO BF16 1.2x and its INT8 1.5x faster than with
-the channels-last MLP, ONNX Runtime FP32 1.15x (``benchmarks/msmlp_forms.py``). Logits agree with the
+the channels-last MLP, ONNX Runtime FP32 1.15x (``benchmarks/layouts.py``). Logits agree with the
 reference form to float rounding (max abs difference ~2e-6 on synthetic weights).
 """
 

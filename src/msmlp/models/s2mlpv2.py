@@ -115,6 +115,16 @@ class S2Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+def to_tokens(x: torch.Tensor) -> torch.Tensor:
+    """N,C,H,W conv output to N,H,W,C tokens, the same values as ``permute(0, 2, 3, 1)`` but exported as
+    a transpose of the flattened (N,C,HW) tensor. From a 4-D permute, OpenVINO keeps the conv's blocked
+    layout for the whole residual stream and reorders every FullyConnected output back to it before the
+    residual Add (9% of s2mlpv2_small's BF16 time at batch 8); this way the stream stays plain
+    row-major and those reorders go (1.11x faster, benchmarks/layouts.py)."""
+    _, c, h, w = x.shape
+    return x.reshape(-1, c, h * w).transpose(1, 2).reshape(-1, h, w, c)  # -1: no Shape op for the batch
+
+
 class Stage(nn.Module):
     """Optional 2x2 stride-2 downsample (channels-last in and out), then blocks."""
 
@@ -125,7 +135,7 @@ class Stage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.downsample is not None:
-            x = self.downsample(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+            x = to_tokens(self.downsample(x.permute(0, 3, 1, 2)))
         return self.blocks(x)
 
 
@@ -156,7 +166,7 @@ class S2MLPv2(nn.Module):
         self.apply(init_linear)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed.proj(x).permute(0, 2, 3, 1)
+        x = to_tokens(self.patch_embed.proj(x))
         for stage in self.stages:
             x = stage(x)
         return self.norm(x)

@@ -1,14 +1,18 @@
-"""MS-MLP's two channel-MLP layouts on the CPU runtimes: the deployment form msmlp exports (channels-first:
-LayerNorm written out over C, the Linears as 1x1 convolutions, no Transpose) against the official
-channels-last one (permute, LayerNorm, Linear, GELU, Linear, permute back), with the same weights and the
-same Slice/Concat shifts, so only the layout differs.
+"""The tensor layouts msmlp exports against the official code's, on the CPU runtimes, with the same weights
+and the same Slice/Concat shifts, so only the layout differs:
+
+- MS-MLP: the deployment form is channels-first (LayerNorm written out over C, the block MLP as 1x1
+  convolutions, no Transpose); the official block permutes to channels-last for LayerNorm, Linear, GELU,
+  Linear and back (``msmlp.models.msmlp.set_channels_first``).
+- S2-MLPv2: conv outputs become tokens by a transpose of the flattened tensor (``to_tokens``) instead
+  of the official 4-D ``permute(0, 2, 3, 1)``, the same values in a layout OpenVINO keeps row-major.
 
 For each model: both layouts exported to ONNX and quantized with the ``cpu`` Q/DQ placement (calibrated
 on three packaged photos), each row checked against eager FP32 (the official layout) on views of the
 two held-out photos, then timed in ``--rounds`` interleaved rounds (every row once per round, in a
 rotated order, so a noisy neighbour hits all rows alike). Ratios are between medians of this one run.
 
-  python benchmarks/msmlp_forms.py --models msmlp_tiny
+  python benchmarks/layouts.py --models msmlp_tiny s2mlpv2_small
 """
 
 from __future__ import annotations
@@ -22,17 +26,34 @@ from typing import Any
 
 import numpy as np
 
+from msmlp.models.s2mlpv2 import to_tokens as TO_TOKENS
+
+FULL = ["s2mlpv2_small", "msmlp_tiny", "msmlp_small", "s2mlpv2_medium", "msmlp_base"]
 BATCHES = (8, 1)
 CALIB_IMAGES = ("brick", "grass", "rocket")  # the rest (astronaut, coffee) are held out
-LAYOUTS = ("channels-last", "channels-first")
+LAYOUTS = ("official", "msmlp")
+
+
+def set_layout(model: Any, layout: str) -> None:
+    """Switch ``model`` (in place) to the official layout or msmlp's deployment one."""
+    from msmlp.models import s2mlpv2
+    from msmlp.models.msmlp import MSMLP, set_channels_first
+
+    if isinstance(model, MSMLP):
+        set_channels_first(model, layout == "msmlp")
+    else:  # S2-MLPv2 looks the helper up at call time
+        s2mlpv2.to_tokens = TO_TOKENS if layout == "msmlp" else _permuted
+
+
+def _permuted(x: Any) -> Any:
+    return x.permute(0, 2, 3, 1)
 
 
 def export(name: str, out: Path, calib_size: int) -> tuple[Any, dict[str, dict[str, Path]], np.ndarray]:
-    """Per layout: model.onnx and its INT8 graph; the eager model (channels-last); held-out inputs."""
+    """Per layout: model.onnx and its INT8 graph; the eager model (official layout); held-out inputs."""
     from msmlp.data.transforms import augmented, builtin_images, load_image, preprocess
     from msmlp.export.onnx import export_onnx
     from msmlp.export.quantize import quantize_int8
-    from msmlp.models.msmlp import set_channels_first
     from msmlp.models.weights import load_for_deploy
 
     model = load_for_deploy(name, None, 0, quiet=True)
@@ -47,7 +68,7 @@ def export(name: str, out: Path, calib_size: int) -> tuple[Any, dict[str, dict[s
     graphs = {}
     for layout in LAYOUTS:
         t0 = time.perf_counter()
-        set_channels_first(model, layout == "channels-first")
+        set_layout(model, layout)
         folder = out / layout
         folder.mkdir()
         fp32 = export_onnx(model, folder / "model.onnx", config=config, batch=(1, 8, 64), model_name=name)
@@ -55,7 +76,7 @@ def export(name: str, out: Path, calib_size: int) -> tuple[Any, dict[str, dict[s
         quantize_int8(fp32, int8, calib, target="cpu")
         graphs[layout] = {"fp32": fp32, "int8": int8}
         print(f"{name} {layout}: export and int8 {time.perf_counter() - t0:.0f} s", flush=True)
-    set_channels_first(model, False)
+    set_layout(model, "official")
     return model, graphs, held
 
 
@@ -116,7 +137,7 @@ def _interleaved(rows: dict[str, Any], batch: int, rounds: int) -> dict[str, flo
 def ratios(ms: dict[str, float]) -> dict[str, float]:
     out = {}
     for kind in ("ort fp32", "ov bf16", "ov int8"):
-        out[f"{kind}: channels-first speed-up"] = ms[f"{kind} channels-last"] / ms[f"{kind} channels-first"]
+        out[f"{kind}: msmlp layout speed-up"] = ms[f"{kind} official"] / ms[f"{kind} msmlp"]
     for layout in LAYOUTS:
         out[f"{layout}: ov bf16 / ort fp32"] = ms[f"ort fp32 {layout}"] / ms[f"ov bf16 {layout}"]
         out[f"{layout}: ov int8 / ov bf16"] = ms[f"ov bf16 {layout}"] / ms[f"ov int8 {layout}"]
@@ -125,12 +146,12 @@ def ratios(ms: dict[str, float]) -> dict[str, float]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=["msmlp_tiny", "msmlp_small", "msmlp_base"])
+    p.add_argument("--models", nargs="+", default=FULL)
     p.add_argument(
         "--rounds", type=int, default=10, help="interleaved rounds at batch 8 (batch 1: twice as many)"
     )
     p.add_argument("--calib-size", type=int, default=32)
-    p.add_argument("--out", type=Path, default=Path("msmlp_forms.json"))
+    p.add_argument("--out", type=Path, default=Path("layouts.json"))
     args = p.parse_args()
     results = []
     for name in args.models:
