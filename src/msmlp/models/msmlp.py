@@ -11,9 +11,10 @@ Linear, GELU, Linear, permute back). The deployment form (``"sliced"``, the defa
 rolls by Slice/Concat and keeps the whole network channels-first: LayerNorm over C written out
 (ReduceMean, Sub, Mul, Sqrt, Div) and the two Linears as 1x1 convolutions. That removes 2 transposes
 per block and lets runtimes fuse bias, GELU and the INT8 requantization into the convolution. Measured
-on msmlp_tiny, batch 8, 2-core AVX-512-BF16 CPU: OpenVINO BF16 1.2x and its INT8 1.5x faster than with
-the channels-last MLP, ONNX Runtime FP32 1.15x (``benchmarks/layouts.py``). Logits agree with the
-reference form to float rounding (max abs difference ~2e-6 on synthetic weights).
+on the three MS-MLPs, batch 8, 2-core AVX-512-BF16 CPU: OpenVINO BF16 1.30-1.44x and its INT8
+1.46-1.71x faster than with the channels-last MLP, ONNX Runtime FP32 1.02-1.09x
+(``benchmarks/layouts.py``). Logits agree with the reference form to float rounding (max abs
+difference ~2e-6 on synthetic weights).
 """
 
 from __future__ import annotations
