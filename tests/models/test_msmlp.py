@@ -8,7 +8,7 @@ import torch
 import msmlp
 from msmlp.data.transforms import preprocess
 from msmlp.models.complexity import complexity
-from msmlp.models.msmlp import chunk_sizes
+from msmlp.models.msmlp import chunk_sizes, set_channels_first
 from msmlp.models.weights import block_contributions, make_contributing
 
 from .official_msmlp import OfficialMSMLP
@@ -47,6 +47,11 @@ def test_official_state_dict_loads_strictly_and_gives_same_logits(name, tmp_path
         expected, got = official(x), ours(x)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     assert expected.std() > 0.1  # the logits carry signal: every block contributed
+    # the deployment form is channels-first; switched back to the official channels-last MLP layout
+    # (benchmarks compare the two) it gives the same logits too
+    assert ours.layers[0].blocks[0].pwconv1.channels_first
+    with torch.no_grad():
+        torch.testing.assert_close(set_channels_first(ours, False)(x), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_reference_and_sliced_shift_forms_agree(contributing):
