@@ -120,17 +120,13 @@ def run_model(name: str, rounds: int, calib_size: int) -> dict[str, Any]:
 
 
 def _interleaved(rows: dict[str, Any], batch: int, rounds: int) -> dict[str, float]:
+    from msmlp.bench.timing import interleaved_samples
+
     first = next(iter(rows.values()))
     x = np.random.default_rng(0).standard_normal((batch, *first.input_shape[1:]), dtype=np.float32)
-    names = list(rows)
-    for name in names:
-        rows[name](x)
-    samples: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            t0 = time.perf_counter()
-            rows[name](x)
-            samples[name].append(time.perf_counter() - t0)
+    for row in rows.values():  # warm-up
+        row(x)
+    samples = interleaved_samples(rows, x, rounds)
     return {n: float(np.median(s) * 1e3) for n, s in samples.items()}
 
 

@@ -6,6 +6,7 @@ machinery and the report, not speed."""
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -81,3 +82,25 @@ def test_matmul_peak_is_positive_and_checks_its_dtype():
     assert matmul_peak("fp32", n=256, seconds=0.05) > 0
     with pytest.raises(msmlp.errors.InputError, match="'fp16' is not one of bf16, fp32"):
         matmul_peak("fp16")
+
+
+def test_interleaved_rounds_rotate_the_order_and_time_every_call():
+    """Each round calls every entry once, starting one entry later than the round before, so a slow
+    spell on shared cores is spread over all entries; a slow entry shows in its own samples only."""
+    from msmlp.bench.timing import interleaved_samples
+
+    order: list[str] = []
+
+    def call(name: str, seconds: float = 0.0):
+        def run(x: np.ndarray) -> None:
+            order.append(name)
+            if seconds:
+                time.sleep(seconds)
+
+        return run
+
+    calls = {"a": call("a"), "b": call("b", 0.01), "c": call("c")}
+    samples = interleaved_samples(calls, np.zeros(1), rounds=4)
+    assert order == list("abcbcacababc")
+    assert {k: len(v) for k, v in samples.items()} == {"a": 4, "b": 4, "c": 4}
+    assert min(samples["b"]) >= 0.01 > max(samples["a"] + samples["c"])

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import importlib.util
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from msmlp.bench.run import BenchOptions, export_temp_onnx, torch_threads
-from msmlp.bench.timing import check_batches, matmul_peak, summarize
+from msmlp.bench.timing import check_batches, interleaved_samples, matmul_peak, summarize
 from msmlp.errors import InputError
 from msmlp.log import logger
 from msmlp.runtime.base import Backend
@@ -97,14 +96,8 @@ def _compare_batch(
         logits[label] = backend(x)
         for _ in range(max(0, opts.warmup - 1)):
             backend(x)
-    samples: dict[str, list[float]] = {label: [] for label, _ in rows}
     assert opts.iters is not None
-    for r in range(opts.iters):
-        shift = r % len(rows)
-        for label, backend in rows[shift:] + rows[:shift]:
-            t0 = time.perf_counter()
-            backend(x)
-            samples[label].append(time.perf_counter() - t0)
+    samples = interleaved_samples(dict(rows), x, opts.iters)
     reference = logits[rows[0][0]]
     found = []
     for label, backend in rows:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -62,6 +62,23 @@ def summarize(samples_s: Sequence[float], batch: int, timing: str = "wall") -> L
         throughput_ips=float(batch * len(ms) / (ms.sum() / 1e3)),
         timing=timing,
     )
+
+
+def interleaved_samples(
+    calls: Mapping[str, Callable[[np.ndarray], Any]], x: np.ndarray, rounds: int
+) -> dict[str, list[float]]:
+    """Seconds per call of every entry on ``x``: ``rounds`` rounds, each calling every entry once in a
+    rotated order (round r starts at entry r), so drift or a noisy neighbour on shared cores hits all
+    entries alike. Warm-up is the caller's."""
+    names = list(calls)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            t0 = time.perf_counter()
+            calls[name](x)
+            samples[name].append(time.perf_counter() - t0)
+    return samples
 
 
 def make_batch(backend: Backend, batch: int, seed: int = 0) -> np.ndarray:
