@@ -5,8 +5,9 @@ FP16 node by node and keeps a node in FP32 when its reference values (from a rea
 ``DATA_MAX`` or its initializers exceed FP16's range. On top of that, LayerNormalization stays FP32 by
 default: its statistics square the activations (FP16 overflows beyond 256) and TensorRT warns about
 FP16 LayerNorm for the same reason; so do the nodes of a LayerNorm written out op by op (MS-MLP's
-channels-first deployment form: ReduceMean, Sub, Mul, Sqrt, Div under a ``norm`` scope). Graph inputs and outputs stay FP32 unless asked otherwise, so the
-FP16 graph is a drop-in replacement for the FP32 one.
+channels-first deployment form: ReduceMean, Sub, Mul, Sqrt, Div under a ``norm`` scope). Graph inputs
+and outputs stay FP32 unless asked otherwise, so the FP16 graph is a drop-in replacement for the FP32
+one.
 
 This module also holds the helpers the INT8 step shares: resolving "keep in FP32" entries (node names
 or op types), quieting ModelOpt's console output, summarising a graph's precisions, saving atomically.
@@ -57,10 +58,10 @@ def convert_fp16(
     require("modelopt.onnx.autocast", "FP16 conversion", MODELOPT_INSTALL)
     graph = load_graph(src)
     op_types, names = resolve_keep_fp32(graph, [*FP16_KEEP_FP32_OPS, *keep_fp32], purpose="FP16")
-    names += [n for n in written_out_norm_nodes(graph) if n not in names]
+    norms = [n for n in written_out_norm_nodes(graph) if n not in names]
     ref = _reference_inputs(graph, reference)
     start = time.perf_counter()
-    model = _run_autocast(src, graph, ref, op_types, names, keep_io_types)
+    model = _run_autocast(src, graph, ref, op_types, [*names, *norms], keep_io_types)
     seconds = time.perf_counter() - start
     carry_metadata(graph, model, precision="fp16")
     check_valid(model, f"FP16 graph from {src}")
@@ -79,6 +80,7 @@ def convert_fp16(
         "keep_io_types": keep_io_types,
         "keep_fp32_op_types": op_types,
         "keep_fp32_nodes": names,
+        "written_out_norm_nodes_fp32": len(norms),
         "data_max": DATA_MAX,
         "reference_inputs": int(ref.shape[0]),
         **summary,
