@@ -25,15 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-FULL = ["s2mlpv2_small", "msmlp_tiny", "msmlp_small", "s2mlpv2_medium", "msmlp_base"]
-BATCHES = (8, 1)
-CALIB_IMAGES = ("brick", "grass", "rocket")  # the rest (astronaut, coffee) are held out
+from bench_common import FULL, calib_and_held, held_out_parity, timings
 
 
 def export(name: str, out: Path, calib_size: int) -> tuple[Any, Path, Path, np.ndarray]:
     """model.onnx + model.int8.onnx in ``out``, and held-out inputs (N,C,H,W)."""
-    from msmlp.data.transforms import augmented, builtin_images, load_image, preprocess
     from msmlp.export.onnx import export_onnx
     from msmlp.export.quantize import quantize_int8
     from msmlp.models.weights import load_for_deploy
@@ -42,14 +38,12 @@ def export(name: str, out: Path, calib_size: int) -> tuple[Any, Path, Path, np.n
     config = model.deploy_config
     t0 = time.perf_counter()
     fp32 = export_onnx(model, out / "model.onnx", config=config, batch=(1, 8, 64), model_name=name)
-    files = builtin_images()
-    calib = [load_image(f) for f in files if f.stem in CALIB_IMAGES]
-    held = [load_image(f) for f in files if f.stem not in CALIB_IMAGES]
+    calib, held = calib_and_held(config, calib_size)
     t1 = time.perf_counter()
     int8 = out / "model.int8.onnx"
-    quantize_int8(fp32, int8, preprocess(augmented(calib, calib_size, seed=1), config), target="cpu")
+    quantize_int8(fp32, int8, calib, target="cpu")
     print(f"{name}: export {t1 - t0:.0f} s, int8 {time.perf_counter() - t1:.0f} s", flush=True)
-    return model, fp32, int8, preprocess(augmented(held, 16, seed=2), config)
+    return model, fp32, int8, held
 
 
 def record(name: str, model: Any, out: Path, summaries: dict[str, tuple[Path, dict]]) -> None:
@@ -65,21 +59,6 @@ def record(name: str, model: Any, out: Path, summaries: dict[str, tuple[Path, di
     for key, (_path, summary) in summaries.items():
         manifest.data["verification"][key] = summary
     manifest.write()
-
-
-def verify_rows(model: Any, rows: dict[str, Any], held: np.ndarray) -> dict[str, dict]:
-    """Each row's cosine / top-1 against eager FP32 on the held-out inputs (batches of 8)."""
-    from msmlp.runtime.base import run_in_batches
-    from msmlp.runtime.torch_backend import TorchBackend
-    from msmlp.verify import compare
-
-    with TorchBackend(model) as ref:
-        expected = run_in_batches(ref, held, 8)
-    found = {}
-    for label, backend in rows.items():
-        got = run_in_batches(backend, held, 8)
-        found[label] = compare(expected, got).to_dict()
-    return found
 
 
 def run_model(name: str, rounds: int, calib_size: int) -> dict[str, Any]:
@@ -102,7 +81,7 @@ def run_model(name: str, rounds: int, calib_size: int) -> dict[str, Any]:
         }
         for b in candidates.values():
             b.load()
-        parity = verify_rows(model, candidates, held)
+        parity = {k: v.to_dict() for k, v in held_out_parity(model, candidates, held).items()}
         passed = {k: v["cosine"] >= 0.9995 and v["top1_decisive"] >= 0.99 for k, v in parity.items()}
         passed.update(
             {k: v["cosine"] >= 0.99 and v["top1_decisive"] >= 0.95 for k, v in parity.items() if "int8" in k}
@@ -138,18 +117,17 @@ def run_model(name: str, rounds: int, calib_size: int) -> dict[str, Any]:
             **official_layout(model),
             **candidates,
         }
-        parity.update(
-            verify_rows(model, {k: r for k, r in rows.items() if k.startswith(("auto", "torch bf16"))}, held)
-        )
+        checked = {k: r for k, r in rows.items() if k.startswith(("auto", "torch bf16"))}
+        parity.update({k: v.to_dict() for k, v in held_out_parity(model, checked, held).items()})
         start = {
             "ov fp32 first start (cold cache)": _start_time(fp32, out / "cold"),
             "second start": _start_time(fp32, out / "cold"),
         }
-        timings = {b: _interleaved(rows, b, rounds if b > 1 else rounds * 2) for b in BATCHES}
+        ms = timings(rows, rounds)
         described = {k: f"{r.info.backend} {r.info.precision}" for k, r in rows.items()}
         for r in rows.values():
             r.close()
-    return {"model": name, "rows": described, "parity": parity, "start_s": start, "ms": timings}
+    return {"model": name, "rows": described, "parity": parity, "start_s": start, "ms": ms}
 
 
 def official_layout(model: Any) -> dict[str, Any]:
@@ -173,17 +151,6 @@ def _start_time(path: Path, cache: Path) -> float:
     t0 = time.perf_counter()
     OpenVINOBackend(path, inference_precision="bf16", cache_dir=cache).load().close()
     return time.perf_counter() - t0
-
-
-def _interleaved(rows: dict[str, Any], batch: int, rounds: int) -> dict[str, float]:
-    from msmlp.bench.timing import interleaved_samples
-
-    shape = (batch, *rows["auto"].input_shape[1:])
-    x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
-    for row in rows.values():  # warm-up
-        row(x)
-    samples = interleaved_samples(rows, x, rounds)
-    return {n: float(np.median(s) * 1e3) for n, s in samples.items()}
 
 
 def ratios(ms: dict[str, float]) -> dict[str, float]:

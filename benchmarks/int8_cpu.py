@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 import onnx
+from bench_common import held_out_parity, timings
 
-BATCHES = (8, 1)
 BASELINE = "ov bf16 (default)"
 PROFILED = (BASELINE, "ov int8 trt (bf16 hint)", "ov int8 cpu (bf16 hint)")
 
@@ -74,19 +74,13 @@ def u8_activations(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def verify_rows(model: Any, rows: dict[str, Any], held: np.ndarray) -> dict[str, dict]:
-    """Each row's cosine / top-1 against eager FP32 on the held-out inputs (batches of 8)."""
-    from msmlp.runtime.base import run_in_batches
-    from msmlp.runtime.torch_backend import TorchBackend
-    from msmlp.verify import compare, tolerance_for
+    """Each row's parity with eager FP32 on the held-out inputs, and whether it passes INT8's gate."""
+    from msmlp.verify import tolerance_for
 
-    with TorchBackend(model) as ref:
-        expected = run_in_batches(ref, held, 8)
-    found = {}
-    for label, backend in rows.items():
-        got = run_in_batches(backend, held, 8)
-        parity = compare(expected, got)
-        found[label] = {**parity.to_dict(), "passed_int8_gate": not tolerance_for("int8").failures(parity)}
-    return found
+    return {
+        label: {**stats.to_dict(), "passed_int8_gate": not tolerance_for("int8").failures(stats)}
+        for label, stats in held_out_parity(model, rows, held).items()
+    }
 
 
 def run_model(name: str, rounds: int, calib_size: int, profile_runs: int) -> dict[str, Any]:
@@ -118,7 +112,7 @@ def run_model(name: str, rounds: int, calib_size: int, profile_runs: int) -> dic
         executed = {
             k: r.info.details.get("execution_precision") for k, r in rows.items() if k.startswith("ov")
         }
-        timings = {b: _interleaved(rows, b, rounds if b > 1 else rounds * 2) for b in BATCHES}
+        ms = timings(rows, rounds)
         x = np.random.default_rng(0).standard_normal((8, *rows[BASELINE].input_shape[1:]), dtype=np.float32)
         profiles = _profiles(rows, x, profile_runs)
         for r in rows.values():
@@ -135,7 +129,7 @@ def run_model(name: str, rounds: int, calib_size: int, profile_runs: int) -> dic
         "quantization": quant,
         "parity": parity,
         "execution_precision": executed,
-        "ms": timings,
+        "ms": ms,
         "profile_batch8_ms": profiles,
     }
 
@@ -159,16 +153,6 @@ def by_layer_type(profile: dict[str, Any]) -> dict[str, float]:
         totals[f"{node['op']} {node['precision']}"] += node["ms_per_run"]
     totals["total"] = sum(n["ms_per_run"] for n in profile["nodes"])
     return dict(sorted(((k, round(v, 1)) for k, v in totals.items()), key=lambda kv: -kv[1]))
-
-
-def _interleaved(rows: dict[str, Any], batch: int, rounds: int) -> dict[str, float]:
-    from msmlp.bench.timing import interleaved_samples
-
-    x = np.random.default_rng(0).standard_normal((batch, *rows[BASELINE].input_shape[1:]), dtype=np.float32)
-    for row in rows.values():  # warm-up
-        row(x)
-    samples = interleaved_samples(rows, x, rounds)
-    return {n: float(np.median(s) * 1e3) for n, s in samples.items()}
 
 
 def main() -> int:

@@ -25,12 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_common import FULL, calib_and_held, held_out_parity, timings
 
 from msmlp.models.s2mlpv2 import to_tokens as TO_TOKENS
 
-FULL = ["s2mlpv2_small", "msmlp_tiny", "msmlp_small", "s2mlpv2_medium", "msmlp_base"]
-BATCHES = (8, 1)
-CALIB_IMAGES = ("brick", "grass", "rocket")  # the rest (astronaut, coffee) are held out
 LAYOUTS = ("official", "msmlp")
 
 
@@ -51,20 +49,13 @@ def _permuted(x: Any) -> Any:
 
 def export(name: str, out: Path, calib_size: int) -> tuple[Any, dict[str, dict[str, Path]], np.ndarray]:
     """Per layout: model.onnx and its INT8 graph; the eager model (official layout); held-out inputs."""
-    from msmlp.data.transforms import augmented, builtin_images, load_image, preprocess
     from msmlp.export.onnx import export_onnx
     from msmlp.export.quantize import quantize_int8
     from msmlp.models.weights import load_for_deploy
 
     model = load_for_deploy(name, None, 0, quiet=True)
     config = model.deploy_config
-    files = builtin_images()
-    calib = preprocess(
-        augmented([load_image(f) for f in files if f.stem in CALIB_IMAGES], calib_size, seed=1), config
-    )
-    held = preprocess(
-        augmented([load_image(f) for f in files if f.stem not in CALIB_IMAGES], 16, seed=2), config
-    )
+    calib, held = calib_and_held(config, calib_size)
     graphs = {}
     for layout in LAYOUTS:
         t0 = time.perf_counter()
@@ -81,11 +72,9 @@ def export(name: str, out: Path, calib_size: int) -> tuple[Any, dict[str, dict[s
 
 
 def run_model(name: str, rounds: int, calib_size: int) -> dict[str, Any]:
-    from msmlp.runtime.base import run_in_batches
     from msmlp.runtime.openvino import OpenVINOBackend
     from msmlp.runtime.ort import OnnxRuntimeBackend
-    from msmlp.runtime.torch_backend import TorchBackend
-    from msmlp.verify import compare, tolerance_for
+    from msmlp.verify import tolerance_for
 
     with tempfile.TemporaryDirectory(prefix="msmlp-forms-") as tmp:
         model, graphs, held = export(name, Path(tmp), calib_size)
@@ -96,38 +85,24 @@ def run_model(name: str, rounds: int, calib_size: int) -> dict[str, Any]:
             rows[f"ov int8 {layout}"] = OpenVINOBackend(g["int8"], inference_precision="bf16")
         for r in rows.values():
             r.load()
-        reference = TorchBackend(model).load()
-        ref = run_in_batches(reference, held, 8)
-        parity = {}
-        for label, r in rows.items():
-            stats = compare(ref, run_in_batches(r, held, 8))
-            precision = "int8" if "int8" in label else "bf16" if "bf16" in label else "fp32"
-            parity[label] = {
+        parity = {
+            label: {
                 "cosine": stats.cosine,
                 "max_rel": stats.max_rel,
                 "top1": stats.top1,
-                "passed": not tolerance_for(precision).failures(stats),
+                "passed": not tolerance_for(rows[label].info.precision).failures(stats),
             }
-        timings = {b: _interleaved(rows, b, rounds if b > 1 else rounds * 2) for b in BATCHES}
-        for r in [*rows.values(), reference]:
+            for label, stats in held_out_parity(model, rows, held).items()
+        }
+        ms = timings(rows, rounds)
+        for r in rows.values():
             r.close()
     return {
         "model": name,
         "parity": parity,
-        "ms": timings,
-        "ratios": {b: ratios(ms) for b, ms in timings.items()},
+        "ms": ms,
+        "ratios": {b: ratios(by_row) for b, by_row in ms.items()},
     }
-
-
-def _interleaved(rows: dict[str, Any], batch: int, rounds: int) -> dict[str, float]:
-    from msmlp.bench.timing import interleaved_samples
-
-    first = next(iter(rows.values()))
-    x = np.random.default_rng(0).standard_normal((batch, *first.input_shape[1:]), dtype=np.float32)
-    for row in rows.values():  # warm-up
-        row(x)
-    samples = interleaved_samples(rows, x, rounds)
-    return {n: float(np.median(s) * 1e3) for n, s in samples.items()}
 
 
 def ratios(ms: dict[str, float]) -> dict[str, float]:
