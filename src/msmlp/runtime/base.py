@@ -41,6 +41,19 @@ class BackendInfo:
     synthetic: bool = False  # synthetic weights: parity is real, predictions are meaningless
     details: Mapping[str, Any] = field(default_factory=dict)  # providers, threads, device...
 
+    @classmethod
+    def of_artifact(cls, artifact: ArtifactInfo, **values: Any) -> BackendInfo:
+        """The info of a backend that runs ``artifact``: its model, config, synthetic-weights flag and
+        (unless given) batch range come from the artifact."""
+        values.setdefault("batch_range", artifact.batch_range)
+        return cls(
+            model=artifact.model,
+            config=artifact.config,
+            artifact=artifact,
+            synthetic=artifact.synthetic,
+            **values,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         found = {
             f.name: getattr(self, f.name)

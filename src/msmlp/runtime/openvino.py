@@ -165,17 +165,13 @@ class OpenVINOBackend(Backend):
             self._requests.put(self._compiled.create_infer_request())
         shape = inputs[0].get_partial_shape()
         executed = execution_precisions(self._compiled)
-        return BackendInfo(
+        return BackendInfo.of_artifact(
+            artifact,
             backend=self.name,
             precision=self._precision(artifact),
             input_name=inputs[0].any_name,
             input_shape=tuple(-1 if i == 0 or d.is_dynamic else d.get_length() for i, d in enumerate(shape)),
             output_name=outputs[0].any_name,
-            batch_range=artifact.batch_range,
-            model=artifact.model,
-            config=artifact.config,
-            artifact=artifact,
-            synthetic=artifact.synthetic,
             details={
                 "inference_precision_hint": self.hint,
                 "threads": self.threads,

@@ -186,17 +186,13 @@ class OnnxRuntimeBackend(Backend):
             )
         self._input_dtype = _DTYPES.get(inputs[0].type, np.float32)
         self.session = session
-        return BackendInfo(
+        return BackendInfo.of_artifact(
+            artifact,
             backend=self.name,
             precision=artifact.precision,
             input_name=inputs[0].name,
             input_shape=tuple(d if isinstance(d, int) else -1 for d in inputs[0].shape),
             output_name=outputs[0].name,
-            batch_range=artifact.batch_range,
-            model=artifact.model,
-            config=artifact.config,
-            artifact=artifact,
-            synthetic=artifact.synthetic,
             details={"providers": session.get_providers(), "threads": self.threads},
         )
 

@@ -123,17 +123,14 @@ class TensorRTBackend(Backend):
             self._close()  # free what was allocated before the failure
             raise
         artifact = read_artifact(self.plan_path)
-        return BackendInfo(
+        return BackendInfo.of_artifact(
+            artifact,
             backend=self.name,
             precision=str(self.metadata.get("precision", "unknown")),
             input_name=self._in,
             input_shape=self._input_shape,
             output_name=self._out,
             batch_range=self._batch_range,
-            model=artifact.model,
-            config=artifact.config,
-            artifact=artifact,
-            synthetic=artifact.synthetic,
             details={
                 "plan": str(self.plan_path),
                 "cuda_graphs": self.cuda_graphs,
