@@ -57,3 +57,30 @@ def test_a_port_outside_the_range_is_refused_before_loading(port, capsys):
         main(["serve", "--model", "msmlp_micro", "--port", port])
     assert exit_info.value.code == 2
     assert "is not a port number within 1..65535 (or 0 for any free port)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("where", "protocols"), [("on http://h:1", "/v1 and KServe v2"), ("in Triton on http://h:1", "KServe v2")]
+)
+def test_both_servers_warn_about_synthetic_weights_of_a_file(where, protocols, capsys, caplog):
+    """--onnx/--engine of a synthetic-weights export: msmlp's server and Triton alike warn once bound;
+    with --model, loading has already warned, so the announcement does not repeat it."""
+    from argparse import Namespace
+    from types import SimpleNamespace
+
+    from msmlp.commands.serve import _announce
+
+    info = SimpleNamespace(synthetic=True, model="msmlp_micro", backend="openvino", precision="bf16")
+    backend = SimpleNamespace(info=info)
+    _announce(Namespace(model=None, name=None), backend, 8, where, protocols)
+    out = capsys.readouterr().out
+    assert (
+        out
+        == f"serving msmlp_micro (openvino bf16, max batch 8) {where}  ({protocols} model 'msmlp_micro'; Ctrl-C to stop)\n"
+    )
+    assert "msmlp_micro has synthetic weights" in caplog.text
+    caplog.clear()
+    _announce(Namespace(model="msmlp_micro", name="svc"), backend, 4, where, protocols)
+    assert "synthetic" not in caplog.text and capsys.readouterr().out.startswith(
+        "serving svc (openvino bf16, max batch 4)"
+    )

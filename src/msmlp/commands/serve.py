@@ -82,7 +82,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from msmlp.commands import check_positive
     from msmlp.commands.args import open_source
-    from msmlp.log import logger
     from msmlp.serve import serve
 
     check_positive(args.max_body_mb, "--max-body-mb")
@@ -93,18 +92,7 @@ def run(args: argparse.Namespace) -> int:
         return _run_triton(args, backend, max_batch)
 
     def ready(url: str) -> None:
-        info = backend.info  # loaded by now
-        if info.synthetic and args.model is None:  # for --model, loading already said so
-            logger.warning(
-                "warning: %s has synthetic weights: the graph and timings are real, the predictions meaningless",
-                info.model or "this model",
-            )
-        name = args.name or info.model or "model"
-        print(
-            f"serving {name} ({info.backend} {info.precision}, max batch {max_batch}) on {url}"
-            f"  (/v1 and KServe v2 model {name!r}; Ctrl-C to stop)",
-            flush=True,
-        )
+        _announce(args, backend, max_batch, f"on {url}", "/v1 and KServe v2")
 
     serve(
         backend,
@@ -131,13 +119,7 @@ def _run_triton(args: argparse.Namespace, backend: Backend, max_batch: int) -> i
     from msmlp.serve.triton_server import serve_triton
 
     def ready(url: str, batch: int) -> None:
-        info = backend.info
-        name = args.name or info.model or "model"
-        print(
-            f"serving {name} ({info.backend} {info.precision}, max batch {batch}) in Triton on {url}"
-            f"  (KServe v2 model {name!r}; Ctrl-C to stop)",
-            flush=True,
-        )
+        _announce(args, backend, batch, f"in Triton on {url}", "KServe v2")
 
     serve_triton(
         backend,
@@ -152,6 +134,26 @@ def _run_triton(args: argparse.Namespace, backend: Backend, max_batch: int) -> i
     )
     print("stopped", file=sys.stderr)
     return 0
+
+
+def _announce(args: argparse.Namespace, backend: Backend, max_batch: int, where: str, protocols: str) -> None:
+    """Once the port is bound, for either server: the synthetic-weights warning (a checkpoint-less
+    ``--onnx``/``--engine``; for ``--model``, loading already said so) and the one line that says what
+    is served where."""
+    from msmlp.log import logger
+
+    info = backend.info  # loaded by now
+    if info.synthetic and args.model is None:
+        logger.warning(
+            "warning: %s has synthetic weights: the graph and timings are real, the predictions meaningless",
+            info.model or "this model",
+        )
+    name = args.name or info.model or "model"
+    print(
+        f"serving {name} ({info.backend} {info.precision}, max batch {max_batch}) {where}"
+        f"  ({protocols} model {name!r}; Ctrl-C to stop)",
+        flush=True,
+    )
 
 
 def _default_max_batch(args: argparse.Namespace) -> int:
