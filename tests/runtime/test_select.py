@@ -102,11 +102,14 @@ def test_unverified_graph_keeps_its_own_precision(exported, caplog):
     backend.close()
 
 
-def test_without_onnxruntime_an_unverified_graph_runs_openvino_f32(exported, caplog, monkeypatch):
+def uninstall(monkeypatch, module: str) -> None:
+    """Make the backend selection see ``module`` as not installed."""
     real = sel.importlib.util.find_spec
-    monkeypatch.setattr(
-        sel.importlib.util, "find_spec", lambda name: None if name == "onnxruntime" else real(name)
-    )
+    monkeypatch.setattr(sel.importlib.util, "find_spec", lambda name: None if name == module else real(name))
+
+
+def test_without_onnxruntime_an_unverified_graph_runs_openvino_f32(exported, caplog, monkeypatch):
+    uninstall(monkeypatch, "onnxruntime")
     backend, line = auto(exported, caplog)
     assert isinstance(backend, OpenVINOBackend) and backend.hint == "f32" and "openvino fp32" in line
     assert set(backend.load().info.details["execution_precision"]) == {"fp32"}
@@ -114,10 +117,7 @@ def test_without_onnxruntime_an_unverified_graph_runs_openvino_f32(exported, cap
 
 
 def test_without_openvino_auto_runs_onnxruntime(exported, caplog, monkeypatch):
-    real = sel.importlib.util.find_spec
-    monkeypatch.setattr(
-        sel.importlib.util, "find_spec", lambda name: None if name == "openvino" else real(name)
-    )
+    uninstall(monkeypatch, "openvino")
     backend, line = auto(exported, caplog)
     assert isinstance(backend, OnnxRuntimeBackend) and "onnxruntime fp32" in line
 
