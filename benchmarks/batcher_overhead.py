@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_backend(name: str, folder: Path, threads: int):
     import msmlp
-    from msmlp.export.onnx import export_onnx
+    from msmlp.exporters.onnx import export_onnx
     from msmlp.models.weights import load_for_deploy
     from msmlp.runtime.ort import OnnxRuntimeBackend
 

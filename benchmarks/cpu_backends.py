@@ -30,8 +30,8 @@ from bench_common import FULL, calib_and_held, held_out_parity, timings
 
 def export(name: str, out: Path, calib_size: int) -> tuple[Any, Path, Path, np.ndarray]:
     """model.onnx + model.int8.onnx in ``out``, and held-out inputs (N,C,H,W)."""
-    from msmlp.export.onnx import export_onnx
-    from msmlp.export.quantize import quantize_int8
+    from msmlp.exporters.onnx import export_onnx
+    from msmlp.exporters.quantize import quantize_int8
     from msmlp.models.weights import load_for_deploy
 
     model = load_for_deploy(name, None, 0, quiet=True)

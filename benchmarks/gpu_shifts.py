@@ -73,7 +73,7 @@ def engine_latency(model_name: str, batch: int) -> list[tuple[str, float]]:
     import tensorrt as trt
 
     import msmlp
-    from msmlp.export.onnx import export_onnx
+    from msmlp.exporters.onnx import export_onnx
     from msmlp.plugins import register_trt_plugins
 
     register_trt_plugins()

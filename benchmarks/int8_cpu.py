@@ -34,9 +34,9 @@ PROFILED = (BASELINE, "ov int8 trt (bf16 hint)", "ov int8 cpu (bf16 hint)")
 def export(name: str, out: Path, calib_size: int) -> tuple[Any, dict[str, Path], np.ndarray, dict]:
     """model.onnx and the INT8 files in ``out``; held-out inputs; the quantization info dicts."""
     from msmlp.data.transforms import augmented, builtin_images, load_image, preprocess
-    from msmlp.export.calibration import calibration_batch, split_calibration
-    from msmlp.export.onnx import export_onnx
-    from msmlp.export.quantize import quantize_int8
+    from msmlp.exporters.calibration import calibration_batch, split_calibration
+    from msmlp.exporters.onnx import export_onnx
+    from msmlp.exporters.quantize import quantize_int8
     from msmlp.models.weights import load_for_deploy
 
     model = load_for_deploy(name, None, 0, quiet=True)

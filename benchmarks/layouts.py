@@ -49,8 +49,8 @@ def _permuted(x: Any) -> Any:
 
 def export(name: str, out: Path, calib_size: int) -> tuple[Any, dict[str, dict[str, Path]], np.ndarray]:
     """Per layout: model.onnx and its INT8 graph; the eager model (official layout); held-out inputs."""
-    from msmlp.export.onnx import export_onnx
-    from msmlp.export.quantize import quantize_int8
+    from msmlp.exporters.onnx import export_onnx
+    from msmlp.exporters.quantize import quantize_int8
     from msmlp.models.weights import load_for_deploy
 
     model = load_for_deploy(name, None, 0, quiet=True)

@@ -58,7 +58,7 @@ def bench_model(name: str, batch_sizes: list[int], args: argparse.Namespace, fol
     import torch
 
     import msmlp
-    from msmlp.export.onnx import export_onnx
+    from msmlp.exporters.onnx import export_onnx
     from msmlp.models.weights import load_for_deploy
     from msmlp.runtime.ort import OnnxRuntimeBackend
     from msmlp.verify import compare

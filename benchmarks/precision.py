@@ -77,10 +77,10 @@ def build_graphs(name: str, work: Path, calib_size: int, method: str, reuse: boo
     """FP32, FP16 and INT8 graphs of ``name`` in ``work``; returns their paths and build figures."""
     import msmlp
     from msmlp.data.transforms import builtin_images
-    from msmlp.export.calibration import calibration_batch, split_calibration
-    from msmlp.export.onnx import export_onnx
-    from msmlp.export.precision import convert_fp16
-    from msmlp.export.quantize import quantize_int8
+    from msmlp.exporters.calibration import calibration_batch, split_calibration
+    from msmlp.exporters.onnx import export_onnx
+    from msmlp.exporters.precision import convert_fp16
+    from msmlp.exporters.quantize import quantize_int8
     from msmlp.models.weights import load_for_deploy
 
     config = msmlp.get_config(name)
@@ -107,7 +107,7 @@ def parity(name: str, graphs: dict, views: int) -> dict:
 
     import msmlp
     from msmlp.data.transforms import augmented, builtin_images, load_image, preprocess
-    from msmlp.export.calibration import split_calibration
+    from msmlp.exporters.calibration import split_calibration
     from msmlp.models.weights import load_for_deploy
     from msmlp.runtime.ort import OnnxRuntimeBackend
     from msmlp.verify import compare

@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> dict:
     import httpx
 
     import msmlp
-    from msmlp.export.onnx import export_onnx
+    from msmlp.exporters.onnx import export_onnx
     from msmlp.models.weights import load_for_deploy
 
     counts = [int(c) for c in args.clients.split(",")]

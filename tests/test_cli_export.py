@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import msmlp
-from msmlp.export.onnx import export_onnx
+from msmlp.exporters.onnx import export_onnx
 from msmlp.models.weights import make_contributing
 
 

@@ -23,7 +23,7 @@ LAYERS: dict[str, int] = {
     "data": 3,
     "artifacts": 4,
     "manifest": 4,
-    "export": 5,
+    "exporters": 5,
     "runtime": 6,
     "verify": 7,
     "diagnose": 7,

@@ -12,7 +12,7 @@ import pytest
 
 import msmlp
 from msmlp.errors import InputError, VerificationError
-from msmlp.export.onnx import export_onnx
+from msmlp.exporters.onnx import export_onnx
 from msmlp.runtime.base import Backend, BackendInfo
 from msmlp.runtime.ort import OnnxRuntimeBackend
 from msmlp.runtime.torch_backend import TorchBackend

@@ -11,7 +11,6 @@ are loaded on first use. Embedding in a service takes three lines::
 from __future__ import annotations
 
 import importlib
-import types
 from typing import Any
 
 from msmlp.errors import EngineError, ExportError, InputError, MsmlpError, VerificationError
@@ -21,6 +20,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "DeployConfig": "msmlp.models.config",
     "create_model": "msmlp.models",
+    "export": "msmlp.api",
     "get_config": "msmlp.models",
     "list_models": "msmlp.models",
     "load": "msmlp.api",
@@ -35,28 +35,8 @@ __all__ = [
     "MsmlpError",
     "VerificationError",
     "__version__",
-    "export",
     *_LAZY,
 ]
-
-
-class _ExportPackage(types.ModuleType):
-    """``msmlp.export`` is the export subpackage and, called, the export API (:func:`msmlp.api.export`).
-
-    A plain function named ``export`` would be replaced by the subpackage the first time anything
-    imports ``msmlp.export.onnx``; a callable package gives ``msmlp.export("s2mlpv2_small")`` one meaning.
-    """
-
-    def __call__(self, model: str, **options: Any) -> Any:
-        return importlib.import_module("msmlp.api").export(model, **options)
-
-
-def _make_export_callable() -> None:
-    package = importlib.import_module("msmlp.export")  # light: its __init__ imports nothing
-    package.__class__ = _ExportPackage
-
-
-_make_export_callable()
 
 
 def __getattr__(name: str) -> Any:

@@ -15,7 +15,7 @@ from PIL import Image
 import msmlp
 from msmlp.bench import BenchOptions, matmul_peak, run_benchmark
 from msmlp.cli import main
-from msmlp.export.onnx import export_onnx
+from msmlp.exporters.onnx import export_onnx
 from msmlp.runtime.openvino import bf16_support
 
 MODEL = "s2mlpv2_micro"

@@ -16,7 +16,7 @@ from PIL import Image
 import msmlp
 from msmlp.bench import BenchOptions, load_service, run_benchmark, summarize, write_report
 from msmlp.cli import main
-from msmlp.export.onnx import export_onnx
+from msmlp.exporters.onnx import export_onnx
 from msmlp.runtime.torch_backend import TorchBackend
 from msmlp.serve.app import create_app
 from msmlp.serve.server import ServiceThread

@@ -10,7 +10,7 @@ import pytest
 
 import msmlp
 from msmlp.data.transforms import augmented, load_image, preprocess
-from msmlp.export.onnx import export_onnx
+from msmlp.exporters.onnx import export_onnx
 
 
 def views(paths: list[Path], name: str, count: int, seed: int = 0) -> np.ndarray:
@@ -20,8 +20,8 @@ def views(paths: list[Path], name: str, count: int, seed: int = 0) -> np.ndarray
 @pytest.fixture(scope="module")
 def micro(tmp_path_factory, contributing, image_paths):
     """``micro(name)`` -> dict of paths (fp32, int8, fp16) and held-out inputs, built once per module."""
-    from msmlp.export.precision import convert_fp16
-    from msmlp.export.quantize import quantize_int8
+    from msmlp.exporters.precision import convert_fp16
+    from msmlp.exporters.quantize import quantize_int8
 
     built: dict[str, dict] = {}
 

@@ -201,9 +201,9 @@ def test_int8_images_are_held_out(tmp_path, image_paths):
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec("msmlp.export.precision") is None
+    importlib.util.find_spec("msmlp.exporters.precision") is None
     or importlib.util.find_spec("modelopt") is None,
-    reason="the FP16/INT8 modules (msmlp.export.precision, ModelOpt) are not installed",
+    reason="the FP16/INT8 modules (msmlp.exporters.precision, ModelOpt) are not installed",
 )
 def test_fp16_and_int8_artefacts_are_verified(tmp_path):
     result = run_export(ExportOptions(model="s2mlpv2_micro", out=tmp_path / "out", fp16=True, int8=True))

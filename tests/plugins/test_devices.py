@@ -64,7 +64,7 @@ def test_model_on_cuda_uses_fused_shifts_and_matches_cpu(contributing, name):
 def test_plugin_engine_matches_slice_engine(contributing, tmp_path):
     import tensorrt as trt
 
-    from msmlp.export.onnx import export_onnx
+    from msmlp.exporters.onnx import export_onnx
     from msmlp.plugins import register_trt_plugins
 
     register_trt_plugins()

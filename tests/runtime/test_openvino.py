@@ -15,7 +15,7 @@ import pytest
 import msmlp
 from msmlp.data.transforms import augmented, builtin_images, load_image, preprocess
 from msmlp.errors import EngineError, InputError, MissingDependencyError
-from msmlp.export.onnx import export_onnx
+from msmlp.exporters.onnx import export_onnx
 from msmlp.runtime import open_backend
 from msmlp.runtime import openvino as ovb
 from msmlp.runtime.openvino import OpenVINOBackend, bf16_support
@@ -38,7 +38,7 @@ def module(contributing):
 def graphs(tmp_path_factory, module) -> dict[str, Path]:
     """model.onnx (batch profile 1,4,8) and its INT8 Q/DQ graph calibrated on views of the photos."""
     pytest.importorskip("modelopt.onnx.quantization")
-    from msmlp.export.quantize import quantize_int8
+    from msmlp.exporters.quantize import quantize_int8
 
     folder = tmp_path_factory.mktemp("ov")
     config = msmlp.get_config(MODEL)

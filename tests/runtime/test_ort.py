@@ -15,7 +15,7 @@ import torch
 import msmlp
 from msmlp.artifacts import read_artifact
 from msmlp.errors import EngineError, InputError
-from msmlp.export.onnx import export_onnx
+from msmlp.exporters.onnx import export_onnx
 from msmlp.fileio import file_sha256
 from msmlp.runtime import open_backend
 from msmlp.runtime.ort import OnnxRuntimeBackend, resolve_providers

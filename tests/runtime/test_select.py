@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import msmlp
-from msmlp.export.onnx import export_onnx
+from msmlp.exporters.onnx import export_onnx
 from msmlp.manifest import Manifest
 from msmlp.runtime import open_backend
 from msmlp.runtime import select as sel

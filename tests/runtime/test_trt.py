@@ -20,8 +20,8 @@ import msmlp
 from msmlp.artifacts import write_plan_sidecar
 from msmlp.data.transforms import augmented, load_image, preprocess
 from msmlp.errors import EngineError, InputError, MissingDependencyError
-from msmlp.export import trt_common
-from msmlp.export.trt_common import (
+from msmlp.exporters import trt_common
+from msmlp.exporters.trt_common import (
     LogForwarder,
     PluginLibraries,
     check_aligned,
@@ -357,11 +357,11 @@ def engines(tmp_path_factory: pytest.TempPathFactory) -> dict:
     except MissingDependencyError as exc:
         pytest.skip(str(exc))
     from msmlp.data.transforms import builtin_images
-    from msmlp.export.calibration import calibration_batch, split_calibration
-    from msmlp.export.engine import build_engine
-    from msmlp.export.onnx import export_onnx
-    from msmlp.export.precision import convert_fp16
-    from msmlp.export.quantize import quantize_int8
+    from msmlp.exporters.calibration import calibration_batch, split_calibration
+    from msmlp.exporters.engine import build_engine
+    from msmlp.exporters.onnx import export_onnx
+    from msmlp.exporters.precision import convert_fp16
+    from msmlp.exporters.quantize import quantize_int8
     from msmlp.models.weights import make_contributing
 
     out = tmp_path_factory.mktemp("trt")

@@ -26,7 +26,7 @@ from tritonclient.utils import InferenceServerException
 
 import msmlp
 from msmlp.data.transforms import builtin_images
-from msmlp.export.onnx import export_onnx
+from msmlp.exporters.onnx import export_onnx
 from msmlp.runtime import open_backend
 
 from .support import MODEL, SHAPE, assert_close, tensors

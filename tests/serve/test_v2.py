@@ -17,7 +17,7 @@ from tritonclient.utils import InferenceServerException
 
 from msmlp.data.labels import imagenet_classes
 from msmlp.data.transforms import builtin_images, load_image, transform
-from msmlp.export.triton_config import model_config_schema
+from msmlp.exporters.triton_config import model_config_schema
 from msmlp.models.registry import get_config
 
 from .support import MODEL, SHAPE, WAIT_S, assert_close, tensors

@@ -173,7 +173,7 @@ def _sources(opts: BenchOptions, tmp: Path) -> tuple[Any, dict[str, Any], dict[s
 
 
 def _export_int8(fp32: Path, tmp: Path, config: Any, seed: int) -> Path:
-    from msmlp.export.quantize import quantize_int8
+    from msmlp.exporters.quantize import quantize_int8
 
     calib = real_batch(config, CALIB_SIZE, seed + 1)  # other views than the compared batch
     logger.info("quantizing the temporary graph to INT8 (%d calibration inputs)", CALIB_SIZE)

@@ -166,7 +166,7 @@ def export_temp_onnx(
     name: str, weights: str | Path | None, seed: int, folder: Path, max_batch: int = 8
 ) -> Path:
     """``folder/<name>.onnx`` from the registered model (checkpoint, or synthetic weights)."""
-    from msmlp.export.onnx import export_onnx
+    from msmlp.exporters.onnx import export_onnx
     from msmlp.models.weights import load_for_deploy
 
     module = load_for_deploy(name, weights, seed)

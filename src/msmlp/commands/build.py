@@ -55,7 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from msmlp.artifacts import read_artifact
-    from msmlp.export.engine import DEFAULT_BATCH, build_engine, check_build_args
+    from msmlp.exporters.engine import DEFAULT_BATCH, build_engine, check_build_args
 
     info = read_artifact(args.onnx)
     if info.kind != "onnx":

@@ -21,7 +21,7 @@ import argparse
 from msmlp.commands import parse_int_list
 
 HELP = "write a Triton model repository (config.pbtxt + versioned model) for an ONNX file or plan"
-TARGETS = ("onnxruntime", "openvino", "tensorrt")  # msmlp.export.triton_config.TARGETS, kept light for --help
+TARGETS = ("onnxruntime", "openvino", "tensorrt")  # msmlp.exporters.triton_config.TARGETS, kept light for --help
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -56,7 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from msmlp.export.triton import write_repository
+    from msmlp.exporters.triton import write_repository
 
     kind = args.kind or ("cpu" if args.target == "openvino" else "gpu")
     model_dir = write_repository(

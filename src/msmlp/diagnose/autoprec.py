@@ -285,9 +285,9 @@ def quantize_mixed(
 ) -> dict[str, Any]:
     """INT8 with automatic mixed precision: calibrate once (``calib``, the export's cached batch), search
     on ``held_out`` inputs, then let ModelOpt write the graph with the chosen groups excluded. Returns
-    :func:`~msmlp.export.quantize.quantize_int8`'s info plus a ``mixed_precision`` record (the search,
+    :func:`~msmlp.exporters.quantize.quantize_int8`'s info plus a ``mixed_precision`` record (the search,
     and the written graph's own held-out figures)."""
-    from msmlp.export.quantize import quantize_int8
+    from msmlp.exporters.quantize import quantize_int8
 
     dst = Path(dst)
     info = quantize_int8(Path(fp32_path), dst, calib, method=method, keep_fp32=keep_fp32, target=target)

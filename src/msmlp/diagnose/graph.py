@@ -42,7 +42,7 @@ class Tap:
 
 def load_model(path: str | Path) -> onnx.ModelProto:
     """The whole graph, weights included (external weight files beside it are read too)."""
-    from msmlp.export.precision import load_graph
+    from msmlp.exporters.precision import load_graph
 
     model = load_graph(Path(path))  # one clear error for a missing or unreadable file
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):

@@ -65,7 +65,7 @@ def default_batch(config: DeployConfig) -> tuple[int, int, int]:
 
 def check_options(opts: ExportOptions) -> ExportOptions:
     """Validate everything that can be validated before spending minutes on an export."""
-    from msmlp.export.onnx import check_opset
+    from msmlp.exporters.onnx import check_opset
     from msmlp.models.registry import get_config
 
     config = get_config(opts.model)  # unknown model: one clear line with the closest names
@@ -164,7 +164,7 @@ def check_writable_folder(folder: Path, option: str) -> None:
 def tensorrt_status() -> tuple[bool, str]:
     """(usable, reason); only a missing or unloadable TensorRT counts as "not installed"."""
     try:
-        from msmlp.export.engine import tensorrt_available
+        from msmlp.exporters.engine import tensorrt_available
     except ImportError as exc:  # the engine module needs nothing optional at import: this is a packaging bug
         raise ExportError(f"msmlp's engine module failed to import ({exc}); reinstall msmlp") from exc
     return tensorrt_available()

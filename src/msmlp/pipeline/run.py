@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from msmlp.artifacts import ONNX_FILES, read_artifact
 from msmlp.errors import ExportError, MissingDependencyError, MsmlpError
-from msmlp.export.check import CheckReport, check_graph
+from msmlp.exporters.check import CheckReport, check_graph
 from msmlp.log import logger
 from msmlp.manifest import Manifest
 from msmlp.models.config import DeployConfig
@@ -102,7 +102,7 @@ def _reusable_fp32(manifest: Manifest, opts: ExportOptions) -> bool:
 
 
 def export_fp32(run: _Run, reuse: bool) -> None:
-    from msmlp.export.onnx import export_onnx
+    from msmlp.exporters.onnx import export_onnx
 
     opts, final = run.opts, run.out / ONNX_FILES["fp32"]
     if reuse:
@@ -190,7 +190,7 @@ def _record_variant(run: _Run, key: str, report: VerifyReport, hint: str, *, req
 
 
 def fp16_step(run: _Run) -> None:
-    from msmlp.export.precision import convert_fp16
+    from msmlp.exporters.precision import convert_fp16
 
     reduced_precision_step(
         run,
@@ -204,8 +204,8 @@ def fp16_step(run: _Run) -> None:
 
 
 def int8_step(run: _Run) -> None:
-    from msmlp.export.calibration import calibration_batch
-    from msmlp.export.quantize import quantize_int8
+    from msmlp.exporters.calibration import calibration_batch
+    from msmlp.exporters.quantize import quantize_int8
     from msmlp.fileio import file_sha256
 
     opts = run.opts
@@ -298,7 +298,7 @@ def engine_step(run: _Run) -> None:
             run.result.skipped["engine"] = reason or TENSORRT_MISSING
             step["detail"] = "skipped"
             return
-        from msmlp.export.engine import build_engine
+        from msmlp.exporters.engine import build_engine
 
         wanted = [p for p in ("int8", "fp16") if p in run.result.artifacts] or ["fp32"]
         for precision in wanted:

@@ -1,7 +1,7 @@
 """TensorRT engines behind the backend protocol: pinned host buffers, async copies, optional CUDA graphs.
 
 Loading reads the plan once, checks those bytes against the sidecar (TensorRT version, GPU, hash: see
-:func:`msmlp.export.trt_common.check_plan_metadata`) and deserializes the same bytes. Everything runs on the
+:func:`msmlp.exporters.trt_common.check_plan_metadata`) and deserializes the same bytes. Everything runs on the
 backend's own non-blocking stream; a backend instance is used from one thread at a time (open one per
 stream for concurrency), and each call makes the backend's device current in the calling thread.
 
@@ -23,7 +23,7 @@ import numpy as np
 
 from msmlp.artifacts import read_artifact
 from msmlp.errors import EngineError, InputError
-from msmlp.export.trt_common import (
+from msmlp.exporters.trt_common import (
     capture_errors,
     check_aligned,
     cuda_call,

@@ -8,7 +8,7 @@ Layout written (Triton's convention)::
     <repo>/<name>/<version>/model.plan.json   (a plan's sidecar, so the copy can be validated)
 
 The artefact is read through :func:`msmlp.artifacts.read_artifact` (I/O, batch profile, model name);
-``config.pbtxt`` is built and checked by :mod:`msmlp.export.triton_config` with Triton's own schema.
+``config.pbtxt`` is built and checked by :mod:`msmlp.exporters.triton_config` with Triton's own schema.
 ``max_batch_size`` comes from the batch profile and may not exceed it: Triton would otherwise send
 batches the engine rejects. ONNX runs on ONNX Runtime (``onnxruntime``, CPU or GPU) or on Triton's
 OpenVINO backend (``openvino``, CPU); a plan on TensorRT (GPU).
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from msmlp.artifacts import ArtifactInfo, load_onnx_header, plan_sidecar_path, read_artifact
 from msmlp.errors import InputError, MsmlpError
-from msmlp.export.triton_config import (
+from msmlp.exporters.triton_config import (
     KINDS,
     TARGETS,
     Target,

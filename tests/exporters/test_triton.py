@@ -13,8 +13,8 @@ import msmlp
 from msmlp.artifacts import write_plan_sidecar
 from msmlp.cli import main
 from msmlp.errors import InputError, MsmlpError
-from msmlp.export.onnx import export_onnx
-from msmlp.export.triton import model_config_schema, validate_repository, write_repository
+from msmlp.exporters.onnx import export_onnx
+from msmlp.exporters.triton import model_config_schema, validate_repository, write_repository
 
 MODEL = "s2mlpv2_micro"
 PROFILE = (1, 4, 16)

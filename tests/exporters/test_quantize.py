@@ -13,9 +13,9 @@ import torch
 import msmlp
 from msmlp.data.transforms import augmented, load_image, preprocess
 from msmlp.errors import InputError
-from msmlp.export.calibration import calibration_batch, split_calibration
-from msmlp.export.onnx import export_onnx
-from msmlp.export.quantize import CPU_OP_TYPES, high_precision_nodes, quantize_int8
+from msmlp.exporters.calibration import calibration_batch, split_calibration
+from msmlp.exporters.onnx import export_onnx
+from msmlp.exporters.quantize import CPU_OP_TYPES, high_precision_nodes, quantize_int8
 from msmlp.runtime.ort import OnnxRuntimeBackend
 from msmlp.verify import compare, tolerance_for
 
@@ -274,7 +274,7 @@ def test_full_size_fp16_and_int8_against_pytorch(
     under 1% of the logit range, which INT8's ~1% logit error can swap (see the report); a swap where the
     reference is decisive would be a real defect.
     """
-    from msmlp.export.precision import convert_fp16
+    from msmlp.exporters.precision import convert_fp16
 
     model = contributing("s2mlpv2_small")
     config = model.deploy_config

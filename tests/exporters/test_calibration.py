@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 
 import msmlp
-import msmlp.export.calibration as calibration
+import msmlp.exporters.calibration as calibration
 from msmlp.data.transforms import list_images, preprocess
 from msmlp.errors import InputError
-from msmlp.export.calibration import calibration_batch, calibration_summary, split_calibration
+from msmlp.exporters.calibration import calibration_batch, calibration_summary, split_calibration
 
 CONFIG = msmlp.get_config("msmlp_micro")
 

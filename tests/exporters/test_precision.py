@@ -13,8 +13,8 @@ from onnx import TensorProto, helper
 import msmlp
 from msmlp.data.transforms import augmented, load_image, preprocess
 from msmlp.errors import InputError
-from msmlp.export.onnx import export_onnx
-from msmlp.export.precision import convert_fp16, precision_summary, written_out_norm_nodes
+from msmlp.exporters.onnx import export_onnx
+from msmlp.exporters.precision import convert_fp16, precision_summary, written_out_norm_nodes
 from msmlp.runtime.ort import OnnxRuntimeBackend
 from msmlp.verify import compare, tolerance_for
 

@@ -10,8 +10,8 @@ from onnx import TensorProto, helper
 
 import msmlp
 from msmlp.errors import ExportError
-from msmlp.export.check import DENIED_OPS, TENSORRT_OPS, check_graph
-from msmlp.export.onnx import export_onnx
+from msmlp.exporters.check import DENIED_OPS, TENSORRT_OPS, check_graph
+from msmlp.exporters.onnx import export_onnx
 
 
 def one_node_graph(

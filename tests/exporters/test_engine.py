@@ -18,10 +18,10 @@ import msmlp
 from msmlp.artifacts import plan_sidecar_path, read_artifact, write_plan_sidecar
 from msmlp.cli import main as cli_main
 from msmlp.errors import EngineError, ExportError, InputError, MissingDependencyError
-from msmlp.export import engine, trt_common
-from msmlp.export.engine import build_engine, polygraphy_logging, tensorrt_available
-from msmlp.export.onnx import export_onnx
-from msmlp.export.trt_common import check_plan_metadata, read_checked_plan
+from msmlp.exporters import engine, trt_common
+from msmlp.exporters.engine import build_engine, polygraphy_logging, tensorrt_available
+from msmlp.exporters.onnx import export_onnx
+from msmlp.exporters.trt_common import check_plan_metadata, read_checked_plan
 from msmlp.fileio import file_sha256
 
 HERE = {

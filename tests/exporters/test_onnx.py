@@ -12,9 +12,9 @@ import torch
 
 import msmlp
 from msmlp.errors import ExportError, InputError
-from msmlp.export import onnx as onnx_export
-from msmlp.export.check import op_counts
-from msmlp.export.onnx import check_batch, clean_graph, export_onnx, trace_to_onnx
+from msmlp.exporters import onnx as onnx_export
+from msmlp.exporters.check import op_counts
+from msmlp.exporters.onnx import check_batch, clean_graph, export_onnx, trace_to_onnx
 from msmlp.plugins import lower_plugin_nodes
 from msmlp.verify import compare
 

@@ -34,7 +34,7 @@ import numpy as np
 import onnx
 
 from msmlp.errors import ExportError, InputError, require
-from msmlp.export.precision import (
+from msmlp.exporters.precision import (
     MODELOPT_INSTALL,
     _modelopt_version,
     carry_metadata,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from msmlp.artifacts import read_artifact, write_plan_sidecar
 from msmlp.errors import ExportError, InputError, MissingDependencyError
-from msmlp.export.trt_common import (
+from msmlp.exporters.trt_common import (
     TRT_INSTALL,
     capture_errors,
     current_gpu,

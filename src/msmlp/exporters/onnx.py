@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 
 from msmlp.errors import ExportError, InputError
-from msmlp.export.check import op_counts
+from msmlp.exporters.check import op_counts
 from msmlp.fileio import atomic_path
 from msmlp.log import logger
 from msmlp.models.layers import edge_shift_sliced, roll_sliced, shift_override
