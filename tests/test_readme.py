@@ -53,8 +53,55 @@ def _canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name.strip()).lower()
 
 
+def _pages() -> list[Path]:
+    """The front page and the docs pages it links to."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def _documented_commands(text: str) -> set[str]:
+    """Sub-commands named as `msmlp NAME` in prose or at the start of a line of a shell block."""
+    named = set(re.findall(r"`msmlp ([a-z-]+)", text))
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        named |= set(re.findall(r"^msmlp ([a-z-]+)", block, flags=re.M))
+    return named
+
+
 def test_documented_commands_exist():
-    text = (ROOT / "README.md").read_text()
-    documented = set(re.findall(r"`msmlp ([a-z-]+)", text))
-    assert documented, "README documents no msmlp sub-commands"
-    assert documented <= set(COMMANDS), documented - set(COMMANDS)
+    assert _documented_commands((ROOT / "README.md").read_text()), "README documents no msmlp sub-commands"
+    for page in _pages():
+        documented = _documented_commands(page.read_text(encoding="utf-8"))
+        assert documented <= set(COMMANDS), (page.name, documented - set(COMMANDS))
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor for a Markdown heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_links_between_pages_resolve():
+    """Every relative link of the README and docs/ names a file that exists, and a heading in it."""
+    checked = 0
+    for page in _pages():
+        text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue  # http(s) and other schemes are not checked here
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path).resolve() if path else page
+            assert linked.is_file(), f"{page.name}: link {target!r} names no file"
+            if anchor:
+                body = linked.read_text(encoding="utf-8")
+                anchors = {_anchor(h) for h in re.findall(r"^#+ (.+)$", body, flags=re.M)}
+                assert anchor in anchors, f"{page.name}: link {target!r} names no heading of {linked.name}"
+            checked += 1
+    assert checked >= 20, f"only {checked} links found; the README should link to the docs pages"
+
+
+def test_readme_is_a_front_page():
+    """The README stays short and links every docs page; the measurements live in docs/."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 200, len(text.splitlines())
+    pages = {p.name for p in (ROOT / "docs").glob("*.md")}
+    assert {"index.md", "performance.md", "precision.md", "serving.md", "tensorrt.md", "design.md"} <= pages
+    linked = set(re.findall(r"\(docs/([a-z]+\.md)", text))
+    assert pages <= linked, sorted(pages - linked)

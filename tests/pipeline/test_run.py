@@ -23,7 +23,7 @@ from msmlp.pipeline.verification import verify_batch_sizes
 from msmlp.runtime.ort import OnnxRuntimeBackend
 from msmlp.verify import TOLERANCES, Tolerance, compare
 
-FULL_PARITY = ["s2mlpv2_small", "msmlp_tiny"]  # all five are run by hand; figures in the README
+FULL_PARITY = ["s2mlpv2_small", "msmlp_tiny"]  # all five are run by hand; figures in docs/precision.md
 
 
 def leftovers(folder: Path) -> list[str]:
