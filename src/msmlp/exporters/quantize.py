@@ -11,12 +11,12 @@ finished graph.
 
 Two placements (``target``). ``tensorrt`` is ModelOpt's default heuristic, written for TensorRT's
 fusions: Q/DQ also on residual Adds, LayerNorm inputs, Concat/Slice of the shifts. On a CPU those extra
-Q/DQ pairs are paid for one by one (OpenVINO, s2mlpv2_small batch 8: INT8 GEMMs 2.7x faster than BF16,
-but ~930 ms of FP32 Adds, Reorders, unfused scale ops around them). ``cpu`` asks ModelOpt to quantize only
-the inputs of MatMul/Gemm/Conv (``op_types_to_quantize``): per-channel INT8 weights, per-tensor
-activations, nothing on Add/LayerNormalization/Concat/Slice, so OpenVINO and ONNX Runtime fold the
-dequantize scale, bias and residual into the INT8 GEMM. Activations stay symmetric s8 either way:
-ModelOpt's INT8 mode has no asymmetric activations (its ``use_zero_point`` is for INT4 only).
+Q/DQ pairs are paid for one by one: OpenVINO's INT8 GEMMs beat BF16, but the FP32 Adds, Reorders and
+unfused scale ops around them eat much of the gain (measured, see docs/performance.md). ``cpu`` asks
+ModelOpt to quantize only the inputs of MatMul/Gemm/Conv (``op_types_to_quantize``): per-channel INT8
+weights, per-tensor activations, nothing on Add/LayerNormalization/Concat/Slice, so OpenVINO and ONNX
+Runtime fold the dequantize scale, bias and residual into the INT8 GEMM. Activations stay symmetric s8
+either way: ModelOpt's INT8 mode has no asymmetric activations (its ``use_zero_point`` is for INT4 only).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ HIGH_PRECISIONS = ("fp32", "fp16")
 TARGETS = ("tensorrt", "cpu")
 CPU_OP_TYPES = ("MatMul", "Gemm", "Conv")  # the only consumers of Q/DQ in the ``cpu`` placement
 INT8_KEEP_FP32_OPS: tuple[str, ...] = ()
-CALIB_BATCH = 8  # inputs per ONNX Runtime calibration run: batched runs are ~1.5x faster than singles
+CALIB_BATCH = 8  # inputs per ONNX Runtime calibration run: batched runs beat singles (docs/performance.md)
 
 
 def quantize_int8(

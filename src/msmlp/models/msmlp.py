@@ -10,10 +10,9 @@ code: ``torch.roll`` shifts, and each block's channel MLP on a channels-last cop
 Linear, GELU, Linear, permute back). The deployment form (``"sliced"``, the default, what is exported)
 rolls by Slice/Concat and keeps the whole network channels-first: LayerNorm over C written out
 (ReduceMean, Sub, Mul, Sqrt, Div) and the two Linears as 1x1 convolutions. That removes 2 transposes
-per block and lets runtimes fuse bias, GELU and the INT8 requantization into the convolution. Measured
-on the three MS-MLPs, batch 8, 2-core AVX-512-BF16 CPU: OpenVINO BF16 1.30-1.44x and its INT8
-1.46-1.71x faster than with the channels-last MLP, ONNX Runtime FP32 1.02-1.09x
-(``benchmarks/layouts.py``). Logits agree with the reference form to float rounding (max abs
+per block and lets runtimes fuse bias, GELU and the INT8 requantization into the convolution, which
+makes OpenVINO BF16 and INT8 faster than with the channels-last MLP (``benchmarks/layouts.py``; the
+figures are in docs/performance.md). Logits agree with the reference form to float rounding (max abs
 difference ~2e-6 on synthetic weights).
 """
 

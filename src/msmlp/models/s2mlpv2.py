@@ -119,8 +119,8 @@ def to_tokens(x: torch.Tensor) -> torch.Tensor:
     """N,C,H,W conv output to N,H,W,C tokens, the same values as ``permute(0, 2, 3, 1)`` but exported as
     a transpose of the flattened (N,C,HW) tensor. From a 4-D permute, OpenVINO keeps the conv's blocked
     layout for the whole residual stream and reorders every FullyConnected output back to it before the
-    residual Add (9% of s2mlpv2_small's BF16 time at batch 8); this way the stream stays plain
-    row-major and those reorders go (1.10-1.15x faster, benchmarks/layouts.py)."""
+    residual Add; this way the stream stays plain row-major and those reorders go (measured with
+    benchmarks/layouts.py, see docs/performance.md)."""
     _, c, h, w = x.shape
     return x.reshape(-1, c, h * w).transpose(1, 2).reshape(-1, h, w, c)  # -1: no Shape op for the batch
 
