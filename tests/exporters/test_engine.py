@@ -183,6 +183,17 @@ def test_build_writes_a_sidecar_that_describes_the_plan(
                             input_shape=(3, 112, 112), detailed_layers=True)  # fmt: skip
     assert verbosities[-1] is FakeTensorRT.ProfilingVerbosity.DETAILED
     assert detailed["profiling_verbosity"] == "DETAILED"
+    assert meta["plugin_ptx"] == detailed["plugin_ptx"] == {}  # no shift plugins, no embedded PTX
+    from msmlp.plugins import trt_plugin
+
+    compiled = {"edge_shift_kernel": {"ptx_isa": "9.4", "target": "sm_90a"}}
+    monkeypatch.setattr(trt_plugin, "_compiled", compiled)  # what the build's aot_impl calls recorded
+    plugins = build_engine(micro_onnx, tmp_out / "p.plan", batch=(1, 4, 8), input_name="input",
+                           input_shape=(3, 112, 112), shift_plugins=True)  # fmt: skip
+    assert (
+        plugins["plugin_ptx"] == compiled
+        and read_artifact(tmp_out / "p.plan").extra["plugin_ptx"] == compiled
+    )
 
 
 def test_polygraphy_messages_go_to_the_log_not_stdout(capsys: pytest.CaptureFixture, caplog) -> None:

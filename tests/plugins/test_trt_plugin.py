@@ -44,6 +44,11 @@ def test_the_scratch_parameters_are_stripped_from_the_entry() -> None:
     assert trt_plugin.strip_scratch_params(stripped, "k", 5) == stripped  # Triton < 3.5: as it is
 
 
+def test_the_ptx_requirements_are_read_for_the_sidecar() -> None:
+    assert trt_plugin.ptx_requirements(PTX) == {"ptx_isa": "8.7", "target": "sm_80"}
+    assert trt_plugin.ptx_requirements("garbage") == {"ptx_isa": "unknown", "target": "unknown"}
+
+
 def test_a_kernel_that_reads_a_scratch_parameter_is_refused() -> None:
     reads = PTX.replace("\tret;", "\tld.param.b64 \t%rd3, [k_param_6];\n\tret;")
     with pytest.raises(EngineError, match=r"reads its scratch parameters \['k_param_5', 'k_param_6'\]"):

@@ -89,6 +89,7 @@ def build_engine(
     verbosity = profiling_verbosity(trt, detailed_layers)
     plan = _build_plan(onnx_path, input_name, shapes, workspace_gib, opt_level, timing_cache, tf32, verbosity)
     seconds = time.perf_counter() - start
+    plugin_ptx = _plugin_ptx() if shift_plugins else {}
     meta = {
         "model": info.model,
         "precision": info.precision,
@@ -108,6 +109,7 @@ def build_engine(
         "onnx_sha256": file_sha256(onnx_path),
         "plugins": libraries,
         "shift_plugins": shift_plugins,
+        "plugin_ptx": plugin_ptx,  # a driver that JIT-compiles the embedded PTX must support its ISA
         "workspace_gib": workspace_gib,
         "opt_level": opt_level,
         "build_seconds": round(seconds, 1),
@@ -166,6 +168,13 @@ def _build_plan(
     if timing_cache is not None and configs:  # the builder added this build's timings to the cache
         _write(Path(timing_cache), bytes(configs[0].get_timing_cache().serialize()))
     return bytes(plan)
+
+
+def _plugin_ptx() -> dict[str, dict[str, str]]:
+    """The PTX ISA and target of the shift-plugin kernels this process compiled (during the build)."""
+    from msmlp.plugins.trt_plugin import compiled_ptx
+
+    return compiled_ptx()
 
 
 def profiling_verbosity(trt: Any, detailed: bool) -> Any:

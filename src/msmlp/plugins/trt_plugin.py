@@ -27,6 +27,7 @@ from msmlp.errors import EngineError, require
 from msmlp.plugins.onnx_nodes import EDGE_SHIFT, GROUP_ROLL, NAMESPACE
 
 _done: set[str] = set()  # definition steps that succeeded in this process ("msmlp::GroupRoll/register", ...)
+_compiled: dict[str, dict[str, str]] = {}  # kernel name -> the PTX ISA and target handed to TensorRT
 _TYPES = "FP32|FP16"
 SCRATCH_PARAMS = 2  # Triton >= 3.5: global scratch, profile scratch
 
@@ -129,11 +130,14 @@ def _launch(trtp: Any, kernel: Any, x: Any, constexprs: dict[str, int], *, h: An
     ptr = "*fp16" if x.dtype == trt.float16 else "*fp32"
     signature = {"X": ptr, "total": "i32", "H": "i32", "W": "i32", "Y": ptr}
     signature.update({name: "constexpr" for name in constexprs})
+    # No divisibility ``attrs``: TensorRT documents 256-byte alignment only for the addresses given to
+    # setTensorAddress (the network's own I/O), nothing for plugin tensors inside the network.
     compiled = triton.compile(
         ASTSource(fn=kernel, signature=signature, constexprs=constexprs), options={"num_warps": NUM_WARPS}
     )
     check_no_scratch(compiled)
     ptx = strip_scratch_params(compiled.asm["ptx"], compiled.metadata.name, len(KERNEL_ARGS))
+    _compiled[compiled.metadata.name] = ptx_requirements(ptx)
     numel = x.shape_expr.numel()
     params = trtp.KernelLaunchParams()
     params.grid_x = trtp.cdiv(numel, BLOCK)
@@ -155,6 +159,18 @@ def check_no_scratch(compiled: Any) -> None:
             f"kernel {compiled.metadata.name} asks for Triton scratch memory (global, profile = {sizes} bytes), "
             "which TensorRT's AOT plugin launch does not provide; use a kernel without it"
         )
+
+
+def ptx_requirements(ptx: str) -> dict[str, str]:
+    """The PTX ISA version and target of ``ptx``: what a driver that JIT-compiles it must support."""
+    found = {key: re.search(rf"^\s*\.{key}\s+(\S+)", ptx, re.M) for key in ("version", "target")}
+    return {"ptx_isa": found["version"].group(1) if found["version"] else "unknown",
+            "target": found["target"].group(1) if found["target"] else "unknown"}  # fmt: skip
+
+
+def compiled_ptx() -> dict[str, dict[str, str]]:
+    """PTX ISA and target of each kernel compiled for TensorRT in this process, for the plan's sidecar."""
+    return {name: dict(req) for name, req in sorted(_compiled.items())}
 
 
 def entry_params(ptx: str, name: str) -> tuple[re.Match[str], list[str]]:
