@@ -122,7 +122,7 @@ for name in ("triton", "onnx", "torch", "tensorrt.plugin", "msmlp.plugins"):  # 
     sys.modules.setdefault(name, None)
 backend = TensorRTBackend(sys.argv[2]).load()
 heavy = ("triton", "torch", "onnx", "msmlp.plugins", "tensorrt.plugin")
-new = [m for m in set(sys.modules) - before if m == m and sys.modules[m] is not None]
+new = [m for m in set(sys.modules) - before if sys.modules[m] is not None]
 print(json.dumps({
     "loaded": backend.loaded,
     "imported": sorted(m for m in new if any(m == h or m.startswith(h + ".") for h in heavy)),
