@@ -48,28 +48,24 @@ def _cuda_check(result: int, what: str) -> None:
         )
 
 
-def plugin_ptx_launch(dtype: torch.dtype) -> tuple[str, bool]:
-    """Launch the stripped plugin PTX as TensorRT does: driver JIT, five parameters, nothing more."""
+def plugin_ptx_launch(kernel, x: torch.Tensor, h: int, w: int, constexprs: dict) -> tuple[str, torch.Tensor]:
+    """Launch the stripped plugin PTX of ``kernel`` as TensorRT does: driver JIT, five parameters, no more."""
     import ctypes
     import re
 
     import triton
     from triton.compiler import ASTSource
 
-    from msmlp.models.layers import SHIFT1, edge_shift_reference
     from msmlp.plugins import kernels as K
     from msmlp.plugins.trt_plugin import KERNEL_ARGS, check_no_scratch, strip_scratch_params
 
-    n, h, w, c = 2, 14, 14, 64
-    x = torch.randn(n, h, w, c, device="cuda", dtype=dtype)
     y = torch.full_like(x, float("nan"))
-    ptr = "*fp16" if dtype == torch.float16 else "*fp32"
-    constexprs = {"C": c, "PATTERN": 1, "BLOCK": K.BLOCK}
+    ptr = "*fp16" if x.dtype == torch.float16 else "*fp32"
+    constexprs = {**constexprs, "BLOCK": K.BLOCK}
     signature = {"X": ptr, "total": "i32", "H": "i32", "W": "i32", "Y": ptr}
     signature.update({name: "constexpr" for name in constexprs})
     compiled = triton.compile(
-        ASTSource(fn=K.edge_shift_kernel, signature=signature, constexprs=constexprs),
-        options={"num_warps": K.NUM_WARPS},
+        ASTSource(fn=kernel, signature=signature, constexprs=constexprs), options={"num_warps": K.NUM_WARPS}
     )
     check_no_scratch(compiled)
     ptx = strip_scratch_params(compiled.asm["ptx"], compiled.metadata.name, len(KERNEL_ARGS))
@@ -78,9 +74,8 @@ def plugin_ptx_launch(dtype: torch.dtype) -> tuple[str, bool]:
     cuda = ctypes.CDLL("libcuda.so.1")
     torch.cuda.synchronize()  # torch made the device's primary context current in this thread
     module, function = ctypes.c_void_p(), ctypes.c_void_p()
-    _cuda_check(
-        cuda.cuModuleLoadData(ctypes.byref(module), ctypes.c_char_p(ptx.encode())), "cuModuleLoadData"
-    )
+    loaded = cuda.cuModuleLoadData(ctypes.byref(module), ctypes.c_char_p(ptx.encode()))
+    _cuda_check(loaded, "cuModuleLoadData")
     try:
         name = compiled.metadata.name.encode()
         _cuda_check(cuda.cuModuleGetFunction(ctypes.byref(function), module, name), "cuModuleGetFunction")
@@ -96,8 +91,27 @@ def plugin_ptx_launch(dtype: torch.dtype) -> tuple[str, bool]:
         torch.cuda.synchronize()
     finally:
         cuda.cuModuleUnload(module)
-    ok = torch.equal(y.cpu(), edge_shift_reference(x.cpu(), SHIFT1))
-    return f"PTX ISA {isa}, {target}, {len(KERNEL_ARGS)} parameters", ok
+    return f"PTX ISA {isa}, {target}, {len(KERNEL_ARGS)} parameters", y
+
+
+def plugin_ptx_checks(dtype: torch.dtype) -> list[tuple[str, str, bool]]:
+    """Both plugin kernels, launched as TensorRT launches them, against the reference shifts."""
+    from msmlp.models.layers import SHIFT2, edge_shift_reference, roll_reference
+    from msmlp.models.msmlp import SHIFT_DIST, chunk_sizes
+    from msmlp.plugins import kernels as K
+
+    rows = []
+    t = torch.randn(2, 14, 14, 64, device="cuda", dtype=dtype)  # N,H,W,C
+    what, got = plugin_ptx_launch(K.edge_shift_kernel, t, 14, 14, {"C": 64, "PATTERN": 2})
+    rows.append(("EdgeShift", what, torch.equal(got.cpu(), edge_shift_reference(t.cpu(), SHIFT2))))
+    x = torch.randn(2, 23, 9, 7, device="cuda", dtype=dtype)  # N,C,H,W; 23 channels: uneven groups
+    chunks, shifts = chunk_sizes(23, len(SHIFT_DIST)), list(SHIFT_DIST)
+    constexprs = {"C": 23, "AXIS": 3, **K.group_constexprs(23, chunks, shifts)}
+    what, got = plugin_ptx_launch(K.group_roll_kernel, x, 9, 7, constexprs)
+    groups = torch.split(x.cpu(), chunks, 1)
+    expected = torch.cat([roll_reference(g, s, 3) for g, s in zip(groups, shifts)], 1)
+    rows.append(("GroupRoll", what, torch.equal(got.cpu(), expected)))
+    return rows
 
 
 def kernel_bandwidth(batch: int, dtype: torch.dtype) -> list[tuple[str, float, float]]:
@@ -186,9 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {torch.cuda.get_device_name()}, batch {args.batch}")
     failed = False
     for dtype in (torch.float32, torch.float16):
-        what, ok = plugin_ptx_launch(dtype)
-        failed |= not ok
-        print(f"plugin PTX launched as TensorRT does ({what}), {dtype}: {'equal' if ok else 'DIFFERENT'}")
+        for plugin, what, ok in plugin_ptx_checks(dtype):
+            failed |= not ok
+            verdict = "equals the reference" if ok else "DIFFERS from the reference"
+            print(f"{plugin} PTX launched as TensorRT does ({what}), {dtype}: {verdict}")
     print(f"{'kernel':32} {'GB/s':>8} {'copy GB/s':>10} {'of copy':>8}")
     for name, gbs, copy_gbs in kernel_bandwidth(args.batch, torch.float16 if args.fp16 else torch.float32):
         print(f"{name:32} {gbs:8.0f} {copy_gbs:10.0f} {gbs / copy_gbs:8.0%}")
