@@ -2,13 +2,17 @@
 
     python benchmarks/gpu_shifts.py [--model s2mlpv2_small] [--batch 8] [--fp16]
 
-1. Each Triton kernel's achieved bandwidth (bytes read + written per second) next to a device-to-device
+1. The PTX the TensorRT plugin embeds (Triton's two scratch parameters stripped), loaded through the
+   driver's PTX JIT and launched with exactly the parameters TensorRT's AOT launch passes (input,
+   total, H, W, output), equals the reference shift. Needs no TensorRT; exits 1 when it does not hold.
+2. Each Triton kernel's achieved bandwidth (bytes read + written per second) next to a device-to-device
    copy of the same bytes, at the shapes of the model's blocks: a memory-bound kernel is as good as it
    gets when it reaches the copy.
-2. With TensorRT: end-to-end latency of an engine built from the ``shift="plugin"`` export against one
+3. With TensorRT: end-to-end latency of an engine built from the ``shift="plugin"`` export against one
    from the default Slice/Concat export.
 
-Without a GPU (or without TensorRT for part 2) it says so and exits 0.
+Without a GPU (or without TensorRT for part 3) it says so and exits 0. Run it, and the ``gpu`` and
+``tensorrt`` tests, first on a machine with a GPU (docs/tensorrt.md says what only they can confirm).
 """
 
 from __future__ import annotations
@@ -35,6 +39,79 @@ def cuda_time_ms(fn, repeat: int = 50) -> float:
         end.synchronize()
         times.append(start.elapsed_time(end))
     return statistics.median(times)
+
+
+def _cuda_check(result: int, what: str) -> None:
+    if result != 0:
+        raise RuntimeError(
+            f"{what} failed with CUresult {result} (222: the driver is older than the PTX ISA)"
+        )
+
+
+def plugin_ptx_launch(kernel, x: torch.Tensor, h: int, w: int, constexprs: dict) -> tuple[str, torch.Tensor]:
+    """Launch the stripped plugin PTX of ``kernel`` as TensorRT does: driver JIT, five parameters, no more."""
+    import ctypes
+    import re
+
+    import triton
+    from triton.compiler import ASTSource
+
+    from msmlp.plugins import kernels as K
+    from msmlp.plugins.trt_plugin import KERNEL_ARGS, check_no_scratch, strip_scratch_params
+
+    y = torch.full_like(x, float("nan"))
+    ptr = "*fp16" if x.dtype == torch.float16 else "*fp32"
+    constexprs = {**constexprs, "BLOCK": K.BLOCK}
+    signature = {"X": ptr, "total": "i32", "H": "i32", "W": "i32", "Y": ptr}
+    signature.update({name: "constexpr" for name in constexprs})
+    compiled = triton.compile(
+        ASTSource(fn=kernel, signature=signature, constexprs=constexprs), options={"num_warps": K.NUM_WARPS}
+    )
+    check_no_scratch(compiled)
+    ptx = strip_scratch_params(compiled.asm["ptx"], compiled.metadata.name, len(KERNEL_ARGS))
+    isa = re.search(r"^\.version\s+(\S+)", ptx, re.M).group(1)
+    target = re.search(r"^\.target\s+(\S+)", ptx, re.M).group(1)
+    cuda = ctypes.CDLL("libcuda.so.1")
+    torch.cuda.synchronize()  # torch made the device's primary context current in this thread
+    module, function = ctypes.c_void_p(), ctypes.c_void_p()
+    loaded = cuda.cuModuleLoadData(ctypes.byref(module), ctypes.c_char_p(ptx.encode()))
+    _cuda_check(loaded, "cuModuleLoadData")
+    try:
+        name = compiled.metadata.name.encode()
+        _cuda_check(cuda.cuModuleGetFunction(ctypes.byref(function), module, name), "cuModuleGetFunction")
+        args = [ctypes.c_void_p(x.data_ptr()), ctypes.c_int32(x.numel()), ctypes.c_int32(h),
+                ctypes.c_int32(w), ctypes.c_void_p(y.data_ptr())]  # fmt: skip
+        params = (ctypes.c_void_p * len(args))(*[ctypes.addressof(a) for a in args])
+        grid, block = triton.cdiv(x.numel(), K.BLOCK), compiled.metadata.num_warps * 32
+        stream = ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
+        launch = cuda.cuLaunchKernel(
+            function, grid, 1, 1, block, 1, 1, compiled.metadata.shared, stream, params, None
+        )
+        _cuda_check(launch, "cuLaunchKernel")
+        torch.cuda.synchronize()
+    finally:
+        cuda.cuModuleUnload(module)
+    return f"PTX ISA {isa}, {target}, {len(KERNEL_ARGS)} parameters", y
+
+
+def plugin_ptx_checks(dtype: torch.dtype) -> list[tuple[str, str, bool]]:
+    """Both plugin kernels, launched as TensorRT launches them, against the reference shifts."""
+    from msmlp.models.layers import SHIFT2, edge_shift_reference, roll_reference
+    from msmlp.models.msmlp import SHIFT_DIST, chunk_sizes
+    from msmlp.plugins import kernels as K
+
+    rows = []
+    t = torch.randn(2, 14, 14, 64, device="cuda", dtype=dtype)  # N,H,W,C
+    what, got = plugin_ptx_launch(K.edge_shift_kernel, t, 14, 14, {"C": 64, "PATTERN": 2})
+    rows.append(("EdgeShift", what, torch.equal(got.cpu(), edge_shift_reference(t.cpu(), SHIFT2))))
+    x = torch.randn(2, 23, 9, 7, device="cuda", dtype=dtype)  # N,C,H,W; 23 channels: uneven groups
+    chunks, shifts = chunk_sizes(23, len(SHIFT_DIST)), list(SHIFT_DIST)
+    constexprs = {"C": 23, "AXIS": 3, **K.group_constexprs(23, chunks, shifts)}
+    what, got = plugin_ptx_launch(K.group_roll_kernel, x, 9, 7, constexprs)
+    groups = torch.split(x.cpu(), chunks, 1)
+    expected = torch.cat([roll_reference(g, s, 3) for g, s in zip(groups, shifts)], 1)
+    rows.append(("GroupRoll", what, torch.equal(got.cpu(), expected)))
+    return rows
 
 
 def kernel_bandwidth(batch: int, dtype: torch.dtype) -> list[tuple[str, float, float]]:
@@ -121,6 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     import msmlp.plugins  # noqa: F401 - installs the CUDA kernels
 
     print(f"device: {torch.cuda.get_device_name()}, batch {args.batch}")
+    failed = False
+    for dtype in (torch.float32, torch.float16):
+        for plugin, what, ok in plugin_ptx_checks(dtype):
+            failed |= not ok
+            verdict = "equals the reference" if ok else "DIFFERS from the reference"
+            print(f"{plugin} PTX launched as TensorRT does ({what}), {dtype}: {verdict}")
     print(f"{'kernel':32} {'GB/s':>8} {'copy GB/s':>10} {'of copy':>8}")
     for name, gbs, copy_gbs in kernel_bandwidth(args.batch, torch.float16 if args.fp16 else torch.float32):
         print(f"{name:32} {gbs:8.0f} {copy_gbs:10.0f} {gbs / copy_gbs:8.0%}")
@@ -128,10 +211,10 @@ def main(argv: list[str] | None = None) -> int:
         import tensorrt  # noqa: F401
     except ImportError as exc:
         print(f"engine latency skipped: TensorRT is not importable ({exc})")
-        return 0
+        return int(failed)
     for shift, ms in engine_latency(args.model, args.batch):
         print(f"{args.model} engine, shift={shift}: {ms:.3f} ms at batch {args.batch}")
-    return 0
+    return int(failed)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -145,6 +146,10 @@ class FakeTensorRT:
     class MemoryPoolType:
         WORKSPACE = "WORKSPACE"
 
+    class ProfilingVerbosity:  # members carry .name, as the pybind enum's do
+        LAYER_NAMES_ONLY = types.SimpleNamespace(name="LAYER_NAMES_ONLY")
+        DETAILED = types.SimpleNamespace(name="DETAILED")
+
 
 def test_build_writes_a_sidecar_that_describes_the_plan(
     micro_onnx: Path, tmp_out: Path, monkeypatch: pytest.MonkeyPatch
@@ -155,9 +160,14 @@ def test_build_writes_a_sidecar_that_describes_the_plan(
     monkeypatch.setattr(engine, "current_gpu", lambda device=0: HERE["gpu"])
     monkeypatch.setattr(engine, "set_device", lambda device: None)
     monkeypatch.setattr(engine, "load_plugins", lambda paths, shift_plugins=False: [])
-    monkeypatch.setattr(engine, "_build_plan", lambda *a: b"\x01" * 512)
+    verbosities: list = []
+    monkeypatch.setattr(engine, "_build_plan", lambda *a: verbosities.append(a[-1]) or b"\x01" * 512)
     meta = build_engine(micro_onnx, tmp_out / "m.plan", batch=(1, 4, 8), input_name="input",
                         input_shape=(3, 112, 112), metadata={"precision": "fp32"})  # fmt: skip
+    assert verbosities == [
+        FakeTensorRT.ProfilingVerbosity.LAYER_NAMES_ONLY
+    ]  # chosen, not Polygraphy's default
+    assert meta["profiling_verbosity"] == "LAYER_NAMES_ONLY"
     assert (tmp_out / "m.plan").read_bytes() == b"\x01" * 512 and meta["plan_bytes"] == 512
     info = read_artifact(tmp_out / "m.plan")
     assert (info.kind, info.model, info.precision, info.batch) == ("plan", "s2mlpv2_micro", "fp32", (1, 4, 8))
@@ -169,6 +179,21 @@ def test_build_writes_a_sidecar_that_describes_the_plan(
     ]
     assert info.config is not None and info.config.input_size == (3, 112, 112)
     assert check_plan_metadata(tmp_out / "m.plan", {"model": "s2mlpv2_micro"}, current=HERE) == meta
+    detailed = build_engine(micro_onnx, tmp_out / "d.plan", batch=(1, 4, 8), input_name="input",
+                            input_shape=(3, 112, 112), detailed_layers=True)  # fmt: skip
+    assert verbosities[-1] is FakeTensorRT.ProfilingVerbosity.DETAILED
+    assert detailed["profiling_verbosity"] == "DETAILED"
+    assert meta["plugin_ptx"] == detailed["plugin_ptx"] == {}  # no shift plugins, no embedded PTX
+    from msmlp.plugins import trt_plugin
+
+    compiled = {"edge_shift_kernel": {"ptx_isa": "9.4", "target": "sm_90a"}}
+    monkeypatch.setattr(trt_plugin, "_compiled", compiled)  # what the build's aot_impl calls recorded
+    plugins = build_engine(micro_onnx, tmp_out / "p.plan", batch=(1, 4, 8), input_name="input",
+                           input_shape=(3, 112, 112), shift_plugins=True)  # fmt: skip
+    assert (
+        plugins["plugin_ptx"] == compiled
+        and read_artifact(tmp_out / "p.plan").extra["plugin_ptx"] == compiled
+    )
 
 
 def test_polygraphy_messages_go_to_the_log_not_stdout(capsys: pytest.CaptureFixture, caplog) -> None:
@@ -190,8 +215,9 @@ def test_the_polygraphy_loaders_accept_our_arguments() -> None:
     pg = engine._polygraphy()
     profile = pg.Profile().add("input", (1, 3, 8, 8), (4, 3, 8, 8), (8, 3, 8, 8))
     config = pg.CreateConfig(profiles=[profile], memory_pool_limits={"WORKSPACE": 1 << 30},
-                             builder_optimization_level=2, tf32=False)  # fmt: skip
+                             builder_optimization_level=2, tf32=False, profiling_verbosity="LAYER_NAMES_ONLY")  # fmt: skip
     assert config.builder_optimization_level == 2 and config.tf32 is False
+    assert config.profiling_verbosity == "LAYER_NAMES_ONLY"
     assert pg.NetworkFromOnnxPath("m.onnx", strongly_typed=True).strongly_typed
     assert pg.EngineBytesFromNetwork((None, None, None), config=lambda builder, network: None)
 

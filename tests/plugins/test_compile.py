@@ -1,6 +1,8 @@
 """Each kernel compiles to PTX for sm_80 and sm_90 on this CPU-only machine, with the launch ABI the
 TensorRT AOT plugin relies on: our parameters in order, then Triton's two hidden scratch pointers,
-which the kernels never read and for which they request no memory.
+which the kernels never read and for which they request no memory. With those two declarations
+stripped (what the plugin hands to TensorRT), the entry declares exactly our parameters and the PTX
+still assembles, with the ptxas Triton itself uses for that architecture (shipped in its wheel).
 
 Compiling needs the real triton.jit (not the interpreter this folder's conftest selects), so it runs
 in one subprocess for all kernels.
@@ -19,12 +21,13 @@ pytest.importorskip("triton", reason="triton is not installed (pip install trito
 
 ARCHS = [80, 90]
 SCRIPT = r"""
-import json, re, sys
+import json, os, re, subprocess, sys, tempfile
 import triton
 from triton.backends.compiler import GPUTarget
+from triton.backends.nvidia.compiler import get_ptxas
 from triton.compiler import ASTSource
 from msmlp.plugins import kernels as K
-from msmlp.plugins.trt_plugin import check_no_scratch
+from msmlp.plugins.trt_plugin import check_no_scratch, entry_params, strip_scratch_params
 
 groups = K.group_constexprs(20, [4, 4, 4, 4, 4], [-2, -1, 0, 1, 2])
 CASES = {
@@ -46,11 +49,21 @@ for arch in json.loads(sys.argv[1]):
             entry = re.search(r"\.entry\s+(\w+)\s*\((.*?)\)", ptx, re.S)
             params = re.findall(r"(\w+_param_\d+)", entry.group(2))
             body = ptx[entry.end():]
+            stripped = strip_scratch_params(ptx, c.metadata.name, len(args))
+            target = re.search(r"\.target\s+(sm_\w+)", stripped).group(1)
+            with tempfile.TemporaryDirectory() as tmp:
+                src = os.path.join(tmp, "k.ptx")
+                with open(src, "w") as f:
+                    f.write(stripped)
+                asm = subprocess.run([get_ptxas(arch).path, f"-arch={target}", src, "-o",
+                                      os.path.join(tmp, "k.cubin")], capture_output=True, text=True)
             out[f"{name}/{dtype}/{arch}"] = {
                 "target": f".target sm_{arch}" in ptx, "name": entry.group(1) == c.metadata.name,
                 "params": len(params), "ours": len(args),
                 "hidden_read": [p for p in params[len(args):] if p in body],
                 "cubin": len(c.asm["cubin"]),
+                "stripped_params": len(entry_params(stripped, c.metadata.name)[1]),
+                "stripped_assembles": asm.returncode == 0 or asm.stderr[-500:],
             }
 print(json.dumps(out))
 """
@@ -78,4 +91,7 @@ def test_kernel_compiles_to_ptx_with_the_plugin_abi(compiled, kernel, dtype, arc
     assert info["target"] and info["name"] and info["cubin"] > 0
     # our parameters first, in order; Triton >= 3.5 appends exactly two scratch pointers
     assert info["params"] == info["ours"] + 2
-    assert info["hidden_read"] == []  # never loaded: their launch values do not matter
+    assert info["hidden_read"] == []  # never loaded: removing their declarations is safe
+    # what TensorRT gets declares exactly what its launch passes, and still assembles
+    assert info["stripped_params"] == info["ours"]
+    assert info["stripped_assembles"] is True

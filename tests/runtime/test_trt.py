@@ -1,13 +1,18 @@
 """The TensorRT backend and the helpers it shares with the build.
 
 Everywhere: refusal of unusable plans, plugin-library bookkeeping, the logger's severity gate, dtypes,
-alignment, and the CUDA-graph logic (one context per captured shape; a refused capture ends the capture
-and falls back), driven through fake TensorRT/CUDA objects. With TensorRT and a GPU: real inference.
+alignment, opening and freeing through stand-ins for TensorRT and cuda-python (trt_standins.py), and the
+CUDA-graph logic (one context per captured shape; any capture failure frees what it made and falls back
+once), driven through fake TensorRT/CUDA objects. With TensorRT and a GPU: real inference.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import logging
+import os
+import subprocess
 import sys
 import threading
 import types
@@ -69,6 +74,79 @@ def test_intact_plan_without_tensorrt_names_the_install(tmp_out: Path, monkeypat
     with pytest.raises(MissingDependencyError, match="pip install 'msmlp\\[tensorrt\\]'"):
         backend.load()
     assert not backend.loaded
+
+
+# -- opening and freeing, through stand-ins for TensorRT and cuda-python -----------------------------------
+
+STANDINS = Path(__file__).with_name("trt_standins.py")
+
+
+def _standins(monkeypatch: pytest.MonkeyPatch) -> tuple[types.ModuleType, object]:
+    spec = importlib.util.spec_from_file_location("trt_standins", STANDINS)
+    standins = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(standins)
+    modules: dict = {}
+    cudart = standins.install(modules)
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setattr(trt_common, "LIBRARIES", PluginLibraries())
+    monkeypatch.setattr(trt_common, "_LOGGER", None)  # a stand-in logger, dropped afterwards
+    monkeypatch.setattr(trt_common, "_share_with_polygraphy", lambda trt_logger: None)
+    return standins, cudart
+
+
+def test_a_late_load_failure_frees_what_was_opened(tmp_out: Path, monkeypatch) -> None:
+    standins, cudart = _standins(monkeypatch)
+    plan = tmp_out / "model.plan"
+    plan.write_bytes(b"\x00" * 256)
+    write_plan_sidecar(plan, standins.sidecar(described=False))  # the engine opens, its description fails
+    backend = TensorRTBackend(plan)
+    with pytest.raises(EngineError, match="names no input/output tensors"):
+        backend.load()
+    assert cudart.live == {} and not backend.loaded and backend._engine is None
+    write_plan_sidecar(plan, standins.sidecar())
+    with TensorRTBackend(plan) as opened:  # the same path when nothing fails: all of it is freed on close
+        assert opened.batch_range == (1, 8)
+        assert sorted(cudart.live.values()) == ["device"] * 3 + ["event"] * 2 + ["host"] * 2 + ["stream"]
+    assert cudart.live == {}
+
+
+OPEN_PLUGIN_PLAN = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import trt_standins
+cudart = trt_standins.install()
+from msmlp.runtime.trt import TensorRTBackend
+before = set(sys.modules)
+for name in ("triton", "onnx", "torch", "tensorrt.plugin", "msmlp.plugins"):  # as on a host without them
+    sys.modules.setdefault(name, None)
+backend = TensorRTBackend(sys.argv[2]).load()
+heavy = ("triton", "torch", "onnx", "msmlp.plugins", "tensorrt.plugin")
+new = [m for m in set(sys.modules) - before if sys.modules[m] is not None]
+print(json.dumps({
+    "loaded": backend.loaded,
+    "imported": sorted(m for m in new if any(m == h or m.startswith(h + ".") for h in heavy)),
+    "before": sorted(m for m in ("triton", "onnx", "torch") if m in before),
+}))
+"""
+
+
+def test_opening_a_shift_plugin_plan_imports_no_triton_torch_or_onnx(tmp_out: Path) -> None:
+    """An AOT plugin plan holds its kernels: opening it needs TensorRT only (no plugin definitions)."""
+    spec = importlib.util.spec_from_file_location("trt_standins", STANDINS)
+    standins = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(standins)
+    plan = tmp_out / "plugins.plan"
+    plan.write_bytes(b"\x00" * 256)
+    write_plan_sidecar(plan, standins.sidecar(shift_plugins=True))
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, "-c", OPEN_PLUGIN_PLAN, str(STANDINS.parent), str(plan)],
+                         env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["loaded"] and result["imported"] == []
+    # triton and onnx were never imported at all; torch comes with msmlp.models (via msmlp.artifacts)
+    assert "triton" not in result["before"] and "onnx" not in result["before"]
 
 
 # -- plugin libraries: once per process, by resolved path (no TensorRT needed) ------------------------
@@ -245,14 +323,22 @@ class FakeCudart:
     class cudaStreamCaptureMode:
         cudaStreamCaptureModeThreadLocal = 1
 
-    def __init__(self, backend: TensorRTBackend) -> None:
+    def __init__(self, backend: TensorRTBackend, fail: str = "") -> None:
         self.backend, self.calls, self.graphs = backend, [], 0
+        self.fail = fail  # "begin" or "instantiate": that call returns an error
+        self.destroyed: list[str] = []
+
+    def cudaStreamSynchronize(self, stream):
+        self.calls.append("sync")
+        return (0,)
 
     def _contexts(self) -> list:
         return [s.context for s in self.backend._graphs.slots.values()] + self.backend._fake_new
 
     def cudaStreamBeginCapture(self, stream, mode):
         self.calls.append("begin")
+        if self.fail == "begin":
+            return (900,)  # cudaErrorStreamCaptureUnsupported
         for ctx in self._contexts():
             ctx.capturing = True
         return (0,)
@@ -265,6 +351,9 @@ class FakeCudart:
         return (901, None) if failed else (0, "graph")
 
     def cudaGraphInstantiate(self, graph, flags):
+        if self.fail == "instantiate":
+            self.calls.append("instantiate failed")
+            return (2, None)  # cudaErrorMemoryAllocation
         self.graphs += 1
         return (0, f"exec{self.graphs}")
 
@@ -273,6 +362,7 @@ class FakeCudart:
         return (0,)
 
     def cudaGraphDestroy(self, graph):
+        self.destroyed.append(graph)
         return (0,)
 
     def cudaGetLastError(self):
@@ -280,7 +370,7 @@ class FakeCudart:
         return (0,)
 
 
-def _graph_backend(fail_in_capture: bool = False) -> tuple[TensorRTBackend, FakeCudart]:
+def _graph_backend(fail_in_capture: bool = False, fail: str = "") -> tuple[TensorRTBackend, FakeCudart]:
     backend = TensorRTBackend("unused.plan", cuda_graphs=True)
     backend._fake_new = []
 
@@ -296,7 +386,7 @@ def _graph_backend(fail_in_capture: bool = False) -> tuple[TensorRTBackend, Fake
     backend._engine = types.SimpleNamespace(create_execution_context=create_execution_context)
     backend._context, backend._stream, backend._scratch = FakeContext(), 7, (0x10000, 4096)
     backend._buffers = {"input": 0x20000, "logits": 0x30000}
-    backend._cudart = cudart = FakeCudart(backend)
+    backend._cudart = cudart = FakeCudart(backend, fail)
     return backend, cudart
 
 
@@ -308,7 +398,20 @@ def test_each_captured_shape_has_its_own_context_and_graph() -> None:
     assert sorted(slots) == [(2, 3, 8, 8), (4, 3, 8, 8)]
     assert all(s.context.shapes == [shape] for shape, s in slots.items())  # set once, never changed
     assert all(s.context.memory == (0x10000, 4096) for s in slots.values())  # shared scratch memory
-    assert cudart.calls == ["begin", "end", "exec1", "begin", "end", "exec2", "exec1", "exec2"]
+    # the warm-up enqueue after each shape change is synchronized before the capture begins
+    assert cudart.calls == [
+        "sync",
+        "begin",
+        "end",
+        "exec1",
+        "sync",
+        "begin",
+        "end",
+        "exec2",
+        "exec1",
+        "exec2",
+    ]
+    assert all(s.context.runs == 2 for s in slots.values())  # warm-up, then the captured enqueue
     assert backend._context.runs == 0  # the graphs ran, not the main context
 
 
@@ -327,10 +430,28 @@ def test_a_refused_capture_ends_it_and_falls_back_once(caplog: pytest.LogCapture
     with caplog.at_level(logging.WARNING, logger="msmlp"):
         backend._execute((4, 3, 8, 8))
         backend._execute((2, 3, 8, 8))
-    assert cudart.calls == ["begin", "end", "cleared"]  # the capture was ended, the error cleared
+    assert cudart.calls == ["sync", "begin", "end", "cleared"]  # the capture was ended, the error cleared
     assert not backend.cuda_graphs and backend._graphs.slots == {}
     assert backend._context.runs == 2  # both calls ran without graphs
     assert caplog.text.count("running without CUDA graphs") == 1
+
+
+@pytest.mark.parametrize("fail", ["begin", "instantiate"])
+def test_a_failed_begin_or_instantiate_falls_back_once_and_frees_the_graph(
+    fail: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend, cudart = _graph_backend(fail=fail)
+    with caplog.at_level(logging.WARNING, logger="msmlp"):
+        for batch in (4, 4, 2):
+            backend._execute((batch, 3, 8, 8))  # no exception: the calls run without graphs
+    ended = ["end", "instantiate failed"] if fail == "instantiate" else []
+    assert cudart.calls == ["sync", "begin", *ended, "cleared"]  # one attempt, not one per call
+    assert cudart.destroyed == (["graph"] if fail == "instantiate" else [])  # the captured graph is freed
+    assert not backend.cuda_graphs and backend._graphs.slots == {}
+    assert backend._context.runs == 3
+    assert caplog.text.count("running without CUDA graphs") == 1
+    reason = "cudaGraphInstantiate error 2" if fail == "instantiate" else "cudaStreamBeginCapture error 900"
+    assert reason in caplog.text
 
 
 def test_shape_and_address_results_are_checked() -> None:

@@ -8,6 +8,8 @@ the sidecar ``<plan>.json`` written through :mod:`msmlp.artifacts` (model, preci
 TensorRT version, GPU, hashes) that the runtime checks before deserializing; a strict timing-cache policy
 (a cache from another TensorRT or GPU is an error, the updated cache is written atomically); a check that
 the profile was accepted; plugin registration once per process; and parser errors quoted in the exception.
+Polygraphy makes plans with DETAILED profiling verbosity when none is given (every layer's parameters in the
+plan, readable by anyone holding it); msmlp asks for LAYER_NAMES_ONLY unless detailed layers are wanted.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ def build_engine(
     tf32: bool = False,
     shift_plugins: bool = False,
     device: int = 0,
+    detailed_layers: bool = False,
 ) -> dict:
     """Build a TensorRT plan from ``onnx_path``; write it and its sidecar atomically; return the metadata.
 
@@ -69,6 +72,8 @@ def build_engine(
     ``tf32`` lets FP32 GEMMs and convolutions use TF32 tensor cores; it is off by default because TF32
     keeps 10 mantissa bits and an FP32 engine would then miss the FP32 parity tolerance.
     ``shift_plugins`` registers msmlp's TensorRT shift plugins before parsing (graphs exported with them).
+    ``detailed_layers`` embeds each layer's details in the plan (for profiling, e.g. with the engine
+    inspector); by default the plan carries the layer names only.
     """
     onnx_path, plan_path = Path(onnx_path), Path(plan_path)
     sample = check_build_args(onnx_path, batch, input_shape, workspace_gib, opt_level, plugins)
@@ -81,8 +86,10 @@ def build_engine(
     set_device(device)
     start = time.perf_counter()
     libraries = load_plugins(plugins, shift_plugins=shift_plugins)
-    plan = _build_plan(onnx_path, input_name, shapes, workspace_gib, opt_level, timing_cache, tf32)
+    verbosity = profiling_verbosity(trt, detailed_layers)
+    plan = _build_plan(onnx_path, input_name, shapes, workspace_gib, opt_level, timing_cache, tf32, verbosity)
     seconds = time.perf_counter() - start
+    plugin_ptx = _plugin_ptx() if shift_plugins else {}
     meta = {
         "model": info.model,
         "precision": info.precision,
@@ -97,10 +104,12 @@ def build_engine(
         "gpu": current_gpu(device),
         "profile": {"input": input_name, **{k: list(s) for k, s in zip(("min", "opt", "max"), shapes)}},
         "tf32": tf32,
+        "profiling_verbosity": verbosity.name,
         "onnx": onnx_path.name,
         "onnx_sha256": file_sha256(onnx_path),
         "plugins": libraries,
         "shift_plugins": shift_plugins,
+        "plugin_ptx": plugin_ptx,  # a driver that JIT-compiles the embedded PTX must support its ISA
         "workspace_gib": workspace_gib,
         "opt_level": opt_level,
         "build_seconds": round(seconds, 1),
@@ -120,6 +129,7 @@ def _build_plan(
     opt_level: int,
     timing_cache: Path | None,
     tf32: bool,
+    verbosity: Any,
 ) -> bytes:
     """Parse into a strongly typed network and build, through Polygraphy; save the timing cache."""
     trt = import_tensorrt()
@@ -133,6 +143,7 @@ def _build_plan(
             memory_pool_limits={trt.MemoryPoolType.WORKSPACE: int(workspace_gib * (1 << 30))},
             builder_optimization_level=opt_level,
             tf32=tf32,
+            profiling_verbosity=verbosity,
         )(builder, network)
         # Polygraphy ignores add_optimization_profile's return (-1 on failure); count what was added.
         if config.num_optimization_profiles != 1:
@@ -157,6 +168,18 @@ def _build_plan(
     if timing_cache is not None and configs:  # the builder added this build's timings to the cache
         _write(Path(timing_cache), bytes(configs[0].get_timing_cache().serialize()))
     return bytes(plan)
+
+
+def _plugin_ptx() -> dict[str, dict[str, str]]:
+    """The PTX ISA and target of the shift-plugin kernels this process compiled (during the build)."""
+    from msmlp.plugins.trt_plugin import compiled_ptx
+
+    return compiled_ptx()
+
+
+def profiling_verbosity(trt: Any, detailed: bool) -> Any:
+    """``trt.ProfilingVerbosity``: layer names only, or everything when asked for (never left to Polygraphy)."""
+    return trt.ProfilingVerbosity.DETAILED if detailed else trt.ProfilingVerbosity.LAYER_NAMES_ONLY
 
 
 class _Polygraphy:

@@ -264,7 +264,10 @@ SHIFT_PLUGIN_MODULE = "msmlp.plugins.trt_plugin"
 
 
 def load_plugins(paths: Iterable[str | Path] = (), *, shift_plugins: bool = False) -> list[str]:
-    """Register TensorRT's own plugins, the given libraries and (optionally) msmlp's shift plugins."""
+    """Register TensorRT's own plugins, the given libraries and (for a build) msmlp's shift plugins.
+
+    Opening a plan never needs ``shift_plugins``: the plan holds the plugins' ahead-of-time kernels.
+    """
     trt = import_tensorrt()
     LIBRARIES.once("nvinfer_plugins", lambda: trt.init_libnvinfer_plugins(process_logger(), ""))
     resolved = LIBRARIES.load(trt.get_plugin_registry(), paths)

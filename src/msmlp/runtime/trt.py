@@ -8,8 +8,12 @@ stream for concurrency), and each call makes the backend's device current in the
 CUDA graphs: a graph replays the kernels, addresses and shapes it recorded, so one recorded at batch 4 is
 wrong after the context was set to batch 2. Each captured batch size therefore gets its own execution
 context whose shape never changes; all contexts share one scratch allocation (``USER_MANAGED``), which is
-safe because they only ever run in order on the one stream. A capture TensorRT refuses ends the capture,
-logs once, and the backend carries on without graphs (as trtexec does).
+safe because they only ever run in order on the one stream. The warm-up enqueue a shape change needs is
+synchronized before capturing (as trtexec does). Any capture failure (begin, a refused enqueue, end,
+instantiate) frees what it made, logs once, and the backend carries on without graphs.
+
+Plans with msmlp's shift plugins hold their kernels ahead-of-time compiled, so opening one needs only
+TensorRT: the Python plugin definitions (and triton, torch, onnx behind them) are for the build.
 """
 
 from __future__ import annotations
@@ -119,33 +123,32 @@ class TensorRTBackend(Backend):
         self._trt = import_tensorrt()
         try:
             self._open(data)
+            return BackendInfo.of_artifact(
+                read_artifact(self.plan_path),
+                backend=self.name,
+                precision=str(self.metadata.get("precision", "unknown")),
+                input_name=self._in,
+                input_shape=self._input_shape,
+                output_name=self._out,
+                batch_range=self._batch_range,
+                details={
+                    "plan": str(self.plan_path),
+                    "cuda_graphs": self.cuda_graphs,
+                    "device": self.device,
+                    "tensorrt_version": self.metadata.get("tensorrt_version"),
+                    "gpu": self.metadata.get("gpu"),
+                },
+            )
         except BaseException:
-            self._close()  # free what was allocated before the failure
+            self._close()  # free what was opened before the failure, however late it came
             raise
-        artifact = read_artifact(self.plan_path)
-        return BackendInfo.of_artifact(
-            artifact,
-            backend=self.name,
-            precision=str(self.metadata.get("precision", "unknown")),
-            input_name=self._in,
-            input_shape=self._input_shape,
-            output_name=self._out,
-            batch_range=self._batch_range,
-            details={
-                "plan": str(self.plan_path),
-                "cuda_graphs": self.cuda_graphs,
-                "device": self.device,
-                "tensorrt_version": self.metadata.get("tensorrt_version"),
-                "gpu": self.metadata.get("gpu"),
-            },
-        )
 
     def _open(self, data: bytes) -> None:
         """Deserialize, create the context and stream, and allocate the buffers."""
         trt, cudart = self._trt, set_device(self.device)
         self._cudart = cudart
         log = process_logger()
-        load_plugins(self.metadata.get("plugins", []), shift_plugins=bool(self.metadata.get("shift_plugins")))
+        load_plugins(self.metadata.get("plugins", []))  # shift plugins: AOT kernels, already in the plan
         self._runtime = trt.Runtime(log)
         with capture_errors() as errors:
             self._engine = self._runtime.deserialize_cuda_engine(data)
@@ -287,30 +290,39 @@ class TensorRTBackend(Backend):
             raise EngineError(f"TensorRT failed to run {self.plan_path} at input shape {shape}")
 
     def _capture(self, shape: tuple[int, ...]) -> GraphSlot | None:
-        """Record one enqueue of a dedicated context; on failure end the capture and stop using graphs."""
+        """Record one enqueue of a dedicated context; on any capture failure free it and stop using graphs."""
         cudart = self._cudart
         ctx = self._new_context()
         self._set_shape(ctx, shape)
         self._set_addresses(ctx, self._buffers)
         if not ctx.execute_async_v3(int(self._stream)):  # TensorRT needs a plain run after a shape change
             raise EngineError(f"TensorRT failed to run {self.plan_path} at input shape {shape}")
+        cuda_call(cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize (before capture)")
         mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
-        cuda_call(cudart.cudaStreamBeginCapture(self._stream, mode), "cudaStreamBeginCapture")
+        err = _cuda_result(cudart.cudaStreamBeginCapture(self._stream, mode))[0]
+        if int(err) != 0:
+            return self._no_graphs(f"cudaStreamBeginCapture error {int(err)}")
         ok = bool(ctx.execute_async_v3(int(self._stream)))
         err, graph = cudart.cudaStreamEndCapture(self._stream)  # always end it, even when the enqueue failed
-        if ok and int(err) == 0:
-            graph_exec = cuda_call(cudart.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
-            return self._graphs.add(GraphSlot(ctx, tuple(shape), graph, graph_exec))
-        if int(err) == 0 and graph is not None:
+        if int(err) != 0 or not ok:
+            if int(err) == 0 and graph is not None:
+                cudart.cudaGraphDestroy(graph)
+            return self._no_graphs(
+                "TensorRT refused the enqueue" if not ok else f"cudaStreamEndCapture error {int(err)}"
+            )
+        err, *made = _cuda_result(cudart.cudaGraphInstantiate(graph, 0))
+        if int(err) != 0:
             cudart.cudaGraphDestroy(graph)
-        cudart.cudaGetLastError()  # clear cudaErrorStreamCaptureInvalidated
+            return self._no_graphs(f"cudaGraphInstantiate error {int(err)}")
+        return self._graphs.add(GraphSlot(ctx, tuple(shape), graph, made[0]))
+
+    def _no_graphs(self, reason: str) -> None:
+        """Clear the sticky capture error, say why once, and run without CUDA graphs from now on."""
+        self._cudart.cudaGetLastError()  # clear cudaErrorStreamCaptureInvalidated and friends
         logger.warning(
-            "%s cannot be captured in a CUDA graph (%s); running without CUDA graphs",
-            self.plan_path,
-            "TensorRT refused the enqueue" if not ok else f"cudaStreamEndCapture error {int(err)}",
+            "%s cannot be captured in a CUDA graph (%s); running without CUDA graphs", self.plan_path, reason
         )
         self.cuda_graphs = False
-        return None
 
     def infer_torch(self, tensor: Any) -> Any:
         """Run on a CUDA ``torch.Tensor`` without host copies; returns a CUDA tensor.
@@ -363,3 +375,8 @@ class TensorRTBackend(Backend):
                 f"{self.name}: batch {shape[0]} is outside the engine's profile {lo}..{hi}; "
                 "split the batch or rebuild with a wider --batch MIN,OPT,MAX"
             )
+
+
+def _cuda_result(result: Any) -> tuple[Any, ...]:
+    """A cuda-python result as a tuple ``(error, values...)``, whether or not it came as one."""
+    return tuple(result) if isinstance(result, tuple) else (result,)
