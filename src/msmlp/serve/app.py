@@ -3,9 +3,10 @@
 ``/v1`` is msmlp's own (``POST /v1/classify`` an image, ``POST /v1/infer`` a float32 tensor,
 ``GET /v1/model``, ``/healthz``, ``/readyz``, ``/metrics``); ``/v2`` is the KServe v2 / Triton HTTP
 protocol (see :mod:`msmlp.serve.v2`), so Triton's clients work unchanged. Both feed the same batcher.
-Routes declare their parameters and bodies, so ``/docs`` and ``/openapi.json`` show the real schema;
-bodies are decoded by :mod:`msmlp.serve.codecs` (strict) in a thread pool, so the event loop keeps
-accepting requests while images are decoded. Errors go through :mod:`msmlp.serve.errors`.
+JSON bodies are parsed by the models of :mod:`msmlp.serve.schemas`, which are also the ``/openapi.json``
+schema; values are decoded by :mod:`msmlp.serve.codecs` (strict) in a thread pool, so the event loop
+keeps accepting requests while images are decoded. Three middlewares, outermost first: request metrics,
+the last-resort error boundary, the body-size limit; errors go through :mod:`msmlp.serve.errors`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.responses import Response
@@ -234,20 +236,27 @@ def _add_v1_routes(app: FastAPI, service: Service) -> None:
             "max_image_pixels": service.max_image_pixels,
         }
 
-    @app.post(
+    def post(path: str, summary: str, response: type[BaseModel], body: dict[str, Any]) -> Any:
+        """A /v1 body route: its request body by media type (see schemas.request_body)."""
+        return app.post(
+            path,
+            tags=["v1"],
+            summary=summary,
+            response_model=response,
+            responses=ERRORS,
+            openapi_extra=schemas.request_body(body),
+        )
+
+    @post(
         "/v1/classify",
-        tags=["v1"],
-        summary="top-k labels for an image (multipart field 'file', or the raw image bytes)",
-        response_model=ClassifyResponse,
-        responses=ERRORS,
-        openapi_extra=schemas.request_body(
-            {
-                "multipart/form-data": _UPLOAD,
-                "image/jpeg": BINARY,
-                "image/png": BINARY,
-                "application/octet-stream": BINARY,
-            }
-        ),
+        "top-k labels for an image (multipart field 'file', or the raw image bytes)",
+        ClassifyResponse,
+        {
+            "multipart/form-data": _UPLOAD,
+            "image/jpeg": BINARY,
+            "image/png": BINARY,
+            "application/octet-stream": BINARY,
+        },
     )
     async def classify(
         request: Request,
@@ -263,15 +272,11 @@ def _add_v1_routes(app: FastAPI, service: Service) -> None:
         predictions = [p.to_dict() for p in topk(logits[None], k or service.default_topk)[0]]
         return JSONResponse({"model": service.model_name, "predictions": predictions})
 
-    @app.post(
+    @post(
         "/v1/infer",
-        tags=["v1"],
-        summary="logits for a preprocessed float32 tensor (C,H,W or N,C,H,W)",
-        response_model=InferResponse,
-        responses=ERRORS,
-        openapi_extra=schemas.request_body(
-            {"application/json": TensorRequest, "application/octet-stream": BINARY}
-        ),
+        "logits for a preprocessed float32 tensor (C,H,W or N,C,H,W)",
+        InferResponse,
+        {"application/json": TensorRequest, "application/octet-stream": BINARY},
     )
     async def infer(
         request: Request,
