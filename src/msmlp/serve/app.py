@@ -33,8 +33,11 @@ from msmlp.runtime.batcher import DynamicBatcher
 from msmlp.serve import codecs, schemas
 from msmlp.serve.errors import ErrorBoundary, UnsupportedMediaTypeError, install_error_handlers, retry_after
 from msmlp.serve.limits import (
+    MAX_BATCH,
     MAX_BODY_BYTES,
+    MAX_DELAY_MS,
     MAX_IMAGE_PIXELS,
+    MAX_QUEUE,
     MULTIPART_MAX_FIELDS,
     MULTIPART_MAX_FILES,
     BodyLimit,
@@ -147,9 +150,9 @@ def create_app(
     backend: Backend,
     config: DeployConfig | None = None,
     *,
-    max_batch: int = 8,
-    max_delay_ms: float = 2.0,
-    max_queue: int = 256,
+    max_batch: int = MAX_BATCH,
+    max_delay_ms: float = MAX_DELAY_MS,
+    max_queue: int = MAX_QUEUE,
     max_body_bytes: int = MAX_BODY_BYTES,
     max_image_pixels: int = MAX_IMAGE_PIXELS,
     default_topk: int = 5,

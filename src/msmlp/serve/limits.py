@@ -1,7 +1,8 @@
 """What one request may hold, declared once, and the body-size limit that enforces the first of them.
 
 The request models (:mod:`msmlp.serve.schemas`) take the tensor limits from here, so the OpenAPI schema
-and the parser cannot disagree; :func:`msmlp.serve.create_app` takes its defaults from here.
+and the parser cannot disagree; :func:`msmlp.serve.create_app` and
+:func:`msmlp.serve.triton_server.serve_triton` take their defaults from here.
 :class:`BodyLimit` refuses a declared Content-Length over the limit before anything else looks at the
 request, and counts a chunked body while a route reads it; both raise :class:`PayloadTooLargeError`,
 which the error boundary answers with 413.
@@ -13,6 +14,9 @@ from typing import Any
 
 from msmlp.serve.errors import PayloadTooLargeError
 
+MAX_BATCH = 8  # images per backend call, unless the exported file's batch profile stops below it
+MAX_DELAY_MS = 2.0  # how long a batch waits for more requests
+MAX_QUEUE = 256  # images (Triton: requests) waiting for a batch; beyond it, 503
 MAX_BODY_BYTES = 8 << 20
 MAX_IMAGE_PIXELS = 40_000_000  # a 40-megapixel photo decodes to 120 MB of RGB; resize larger ones first
 MAX_RANK = 8
