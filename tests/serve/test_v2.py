@@ -82,10 +82,12 @@ def test_no_outputs_named_means_all_outputs_in_binary(served, reference, photos)
     c.close()
 
 
-def test_classification_extension_names_the_top_classes(served, reference, photos):
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_classification_extension_names_the_top_classes(served, reference, photos, binary):
+    """Binary BYTES outputs are decoded by the client's own deserialize_bytes_tensor."""
     service, _, _ = served
     c = client(service)
-    outputs = [httpclient.InferRequestedOutput("logits", binary_data=False, class_count=3)]
+    outputs = [httpclient.InferRequestedOutput("logits", binary_data=binary, class_count=3)]
     got = c.infer(MODEL, request(photos[:2], binary=True), outputs=outputs).as_numpy("logits")
     want = np.argsort(-reference(photos[:2]), axis=1)[:, :3]
     assert got.shape == (2, 3)

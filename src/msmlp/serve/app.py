@@ -3,9 +3,10 @@
 ``/v1`` is msmlp's own (``POST /v1/classify`` an image, ``POST /v1/infer`` a float32 tensor,
 ``GET /v1/model``, ``/healthz``, ``/readyz``, ``/metrics``); ``/v2`` is the KServe v2 / Triton HTTP
 protocol (see :mod:`msmlp.serve.v2`), so Triton's clients work unchanged. Both feed the same batcher.
-Routes declare their parameters and bodies, so ``/docs`` and ``/openapi.json`` show the real schema;
-bodies are decoded by :mod:`msmlp.serve.codecs` (strict) in a thread pool, so the event loop keeps
-accepting requests while images are decoded. Errors go through :mod:`msmlp.serve.errors`.
+JSON bodies are parsed by the models of :mod:`msmlp.serve.schemas`, which are also the ``/openapi.json``
+schema; values are decoded by :mod:`msmlp.serve.codecs` (strict) in a thread pool, so the event loop
+keeps accepting requests while images are decoded. Three middlewares, outermost first: request metrics,
+the last-resort error boundary, the body-size limit; errors go through :mod:`msmlp.serve.errors`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.responses import Response
@@ -29,41 +30,20 @@ from msmlp.log import logger
 from msmlp.models.config import DeployConfig
 from msmlp.runtime.base import Backend
 from msmlp.runtime.batcher import DynamicBatcher
-from msmlp.serve import codecs
-from msmlp.serve.errors import UnsupportedMediaTypeError, install_error_handlers, retry_after
-from msmlp.serve.metrics import Guard, ModelStats, ServiceMetrics
-
-MAX_IMAGE_PIXELS = 40_000_000  # a 40-megapixel photo decodes to 120 MB of RGB; resize larger ones first
-
-
-class Prediction(BaseModel):
-    index: int
-    label: str
-    probability: float
-
-
-class ClassifyResponse(BaseModel):
-    model: str
-    predictions: list[Prediction]
-
-
-class TensorRequest(BaseModel):
-    """A float32 tensor as JSON: ``data`` flat, or nested exactly as ``shape``."""
-
-    shape: list[Annotated[int, Field(ge=1)]] | None = Field(None, min_length=1, max_length=8)
-    data: list[Any] = Field(min_length=1, description="numbers, flat or nested exactly as shape")
-    dtype: str = Field("float32", pattern="^float32$")
-
-
-class InferResponse(BaseModel):
-    shape: list[int]
-    logits: list[Any]
-
-
-class ErrorResponse(BaseModel):
-    error: str
-    type: str | None = None
-
+from msmlp.serve import codecs, schemas
+from msmlp.serve.errors import ErrorBoundary, UnsupportedMediaTypeError, install_error_handlers, retry_after
+from msmlp.serve.limits import (
+    MAX_BATCH,
+    MAX_BODY_BYTES,
+    MAX_DELAY_MS,
+    MAX_IMAGE_PIXELS,
+    MAX_QUEUE,
+    MULTIPART_MAX_FIELDS,
+    MULTIPART_MAX_FILES,
+    BodyLimit,
+)
+from msmlp.serve.metrics import ModelStats, RequestMetrics, ServiceMetrics
+from msmlp.serve.schemas import BINARY, ClassifyResponse, ErrorResponse, InferResponse, TensorRequest
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
@@ -74,7 +54,13 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (503, "queue full or not ready (Retry-After)"),
     )
 }
-_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_UPLOAD = {
+    "schema": {
+        "type": "object",
+        "properties": {"file": {"type": "string", "format": "binary"}},
+        "required": ["file"],
+    }
+}
 
 
 class Service:
@@ -164,10 +150,10 @@ def create_app(
     backend: Backend,
     config: DeployConfig | None = None,
     *,
-    max_batch: int = 8,
-    max_delay_ms: float = 2.0,
-    max_queue: int = 256,
-    max_body_bytes: int = 8 << 20,
+    max_batch: int = MAX_BATCH,
+    max_delay_ms: float = MAX_DELAY_MS,
+    max_queue: int = MAX_QUEUE,
+    max_body_bytes: int = MAX_BODY_BYTES,
     max_image_pixels: int = MAX_IMAGE_PIXELS,
     default_topk: int = 5,
     drain_timeout_s: float = 30.0,
@@ -214,7 +200,11 @@ def create_app(
         "(Triton) HTTP protocol under /v2.",
     )
     app.state.service = service
-    app.add_middleware(Guard, metrics=service.metrics, max_body_bytes=max_body_bytes)
+    app.add_middleware(BodyLimit, max_body_bytes=max_body_bytes)  # innermost of the three
+    app.add_middleware(ErrorBoundary)
+    app.add_middleware(
+        RequestMetrics, metrics=service.metrics, routes=app.router.routes
+    )  # outermost: counts the 500s too
     install_error_handlers(app, service.retry_after_s)
     _add_v1_routes(app, service)
     add_v2_routes(app, service)
@@ -249,28 +239,26 @@ def _add_v1_routes(app: FastAPI, service: Service) -> None:
             "max_image_pixels": service.max_image_pixels,
         }
 
-    @app.post(
+    def post(path: str, summary: str, response: type[BaseModel], body: dict[str, Any]) -> Any:
+        """A /v1 body route: its request body by media type (see schemas.request_body)."""
+        return app.post(
+            path,
+            tags=["v1"],
+            summary=summary,
+            response_model=response,
+            responses=ERRORS,
+            openapi_extra=schemas.request_body(body),
+        )
+
+    @post(
         "/v1/classify",
-        tags=["v1"],
-        summary="top-k labels for an image (multipart field 'file', or the raw image bytes)",
-        response_model=ClassifyResponse,
-        responses=ERRORS,
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "multipart/form-data": {
-                        "schema": {
-                            "type": "object",
-                            "properties": {"file": {"type": "string", "format": "binary"}},
-                            "required": ["file"],
-                        }
-                    },
-                    "image/jpeg": _BINARY,
-                    "image/png": _BINARY,
-                    "application/octet-stream": _BINARY,
-                },
-            }
+        "top-k labels for an image (multipart field 'file', or the raw image bytes)",
+        ClassifyResponse,
+        {
+            "multipart/form-data": _UPLOAD,
+            "image/jpeg": BINARY,
+            "image/png": BINARY,
+            "application/octet-stream": BINARY,
         },
     )
     async def classify(
@@ -287,21 +275,11 @@ def _add_v1_routes(app: FastAPI, service: Service) -> None:
         predictions = [p.to_dict() for p in topk(logits[None], k or service.default_topk)[0]]
         return JSONResponse({"model": service.model_name, "predictions": predictions})
 
-    @app.post(
+    @post(
         "/v1/infer",
-        tags=["v1"],
-        summary="logits for a preprocessed float32 tensor (C,H,W or N,C,H,W)",
-        response_model=InferResponse,
-        responses=ERRORS,
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {"schema": TensorRequest.model_json_schema()},
-                    "application/octet-stream": _BINARY,
-                },
-            }
-        },
+        "logits for a preprocessed float32 tensor (C,H,W or N,C,H,W)",
+        InferResponse,
+        {"application/json": TensorRequest, "application/octet-stream": BINARY},
     )
     async def infer(
         request: Request,
@@ -311,7 +289,7 @@ def _add_v1_routes(app: FastAPI, service: Service) -> None:
     ) -> JSONResponse:
         ctype = codecs.content_type(request.headers)
         if ctype == "application/octet-stream":
-            shape = codecs.parse_shape_header(x_shape)
+            shape = schemas.parse_shape_header(x_shape)
             x = await run_in_threadpool(codecs.tensor_from_bytes, await request.body(), shape, "request body")
         elif ctype == "application/json":
             x = await run_in_threadpool(_json_tensor, await request.body())
@@ -327,7 +305,7 @@ def _add_v1_routes(app: FastAPI, service: Service) -> None:
 async def _image_bytes(request: Request) -> tuple[bytes, str]:
     ctype = codecs.content_type(request.headers)
     if ctype == "multipart/form-data":
-        async with request.form(max_files=1, max_fields=16) as form:
+        async with request.form(max_files=MULTIPART_MAX_FILES, max_fields=MULTIPART_MAX_FIELDS) as form:
             upload = form.get("file")
             if not isinstance(upload, UploadFile):
                 raise InputError(
@@ -344,10 +322,6 @@ async def _image_bytes(request: Request) -> tuple[bytes, str]:
 
 
 def _json_tensor(body: bytes) -> np.ndarray:
-    payload = codecs.parse_json(body)
-    if not isinstance(payload, dict) or "data" not in payload:
-        raise InputError('JSON body must be an object {"shape": [N, C, H, W], "data": [numbers]}')
-    if payload.get("dtype", "float32") != "float32":
-        raise InputError(f"dtype {str(payload.get('dtype'))[:40]!r} is not supported; send float32 values")
-    shape = codecs.check_shape(payload["shape"], "JSON") if payload.get("shape") is not None else None
-    return codecs.tensor_from_json(payload["data"], shape, "JSON body")
+    request = schemas.parse_body(TensorRequest, body, "JSON body")
+    shape = tuple(request.shape) if request.shape is not None else None
+    return codecs.tensor_from_json(request.data, shape, "JSON body")

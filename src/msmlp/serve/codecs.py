@@ -1,7 +1,8 @@
 """Strict decoding of request bodies into model inputs: images, raw float32 tensors, JSON tensors.
 
 Strict means a request either decodes to exactly what it declares or is refused with an
-:class:`~msmlp.errors.InputError` that says why: a shape is positive JSON integers; JSON data is flat
+:class:`~msmlp.errors.InputError` that says why (the body's structure is checked by the models in
+:mod:`msmlp.serve.schemas`; here, its values): JSON data is flat
 or nested exactly as its shape (never reshaped from another nesting); values are finite numbers
 (NaN/Infinity never reach the batcher, where they would fail a whole batch of other callers); a body
 nested too deeply, an image declaring too many pixels, or bytes of the wrong length are input errors.
@@ -13,7 +14,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import re
 import struct
 import warnings
 from collections.abc import Mapping
@@ -28,9 +28,6 @@ from msmlp.models.config import DeployConfig
 from msmlp.serve.errors import PayloadTooLargeError
 
 FLOAT32 = np.dtype("<f4")
-MAX_RANK = 8
-MAX_DIM = 2**31 - 1
-_SHAPE_HEADER = re.compile(r"[0-9]{1,10}(,[0-9]{1,10}){0,7}", re.ASCII)
 # What a malformed image file can make a decoder raise besides the errors load_image already handles.
 _DECODER_ERRORS = (EOFError, struct.error, IndexError, KeyError, TypeError, ZeroDivisionError)
 
@@ -78,37 +75,6 @@ def _declared_size(data: bytes, label: str) -> tuple[int, int]:
         raise InputError(
             f"cannot read {label!r} as an image ({type(exc).__name__}); send a JPEG or PNG"
         ) from exc
-
-
-# -- shapes -----------------------------------------------------------------------------------------
-def parse_shape_header(raw: str | None, header: str = "X-Shape") -> tuple[int, ...]:
-    """``"1,3,224,224"``: ASCII digits and commas only, each dimension >= 1."""
-    text = (raw or "").replace(" ", "")
-    if not _SHAPE_HEADER.fullmatch(text):
-        raise InputError(f"header {header} {raw!r} must be positive integers like 1,3,224,224")
-    return check_shape([int(d) for d in text.split(",")], f"header {header}")
-
-
-def check_shape(value: Any, what: str) -> tuple[int, ...]:
-    """A JSON shape: a non-empty list of integers (not floats, not booleans) within 1..2**31-1."""
-    if (
-        not isinstance(value, list)
-        or not 1 <= len(value) <= MAX_RANK
-        or not all(type(d) is int and 1 <= d <= MAX_DIM for d in value)
-    ):
-        shown = json.dumps(value)[:80] if _jsonable(value) else repr(value)[:80]
-        raise InputError(
-            f"{what} shape {shown} must be a list of 1..{MAX_RANK} positive integers, e.g. [1, 3, 224, 224]"
-        )
-    return tuple(value)
-
-
-def _jsonable(value: Any) -> bool:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError, RecursionError):
-        return False
-    return True
 
 
 # -- tensors ----------------------------------------------------------------------------------------

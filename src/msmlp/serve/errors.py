@@ -4,7 +4,8 @@ Expected failures are :class:`~msmlp.errors.MsmlpError` subclasses and answer th
 one-line JSON message. Anything else is a bug in msmlp: its traceback goes to the server log under a
 short reference, and the client gets a 500 that says so and quotes the reference, never the traceback.
 Paths of the KServe v2 protocol (``/v2/...``) answer the protocol's ``{"error": message}``; the others
-add ``"type"`` (the error class) for scripts.
+add ``"type"`` (the error class) for scripts. The handlers take what a route raises; :class:`ErrorBoundary`
+(a middleware) takes whatever got past them.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -128,8 +130,41 @@ def install_error_handlers(app: FastAPI, retry_after_s: Callable[[], int]) -> No
         # Raised while parsing a deeply nested body anywhere (a parser we did not wrap): bad input.
         return error_response(request.url.path, "request body is nested too deeply", 400, "InputError")
 
-    # Anything else is caught by the outermost middleware (metrics.Guard), which calls
-    # internal_error: Starlette's own handler for Exception would re-raise and log it twice.
+    # Anything else is caught by ErrorBoundary, which calls internal_error: Starlette's own handler
+    # for Exception would re-raise and log it twice.
+
+
+class ErrorBoundary:
+    """ASGI middleware, the last resort. An :class:`MsmlpError` raised outside any route (the body limit)
+    is answered as the handlers would; any other exception no handler took is a bug, logged with its
+    traceback under a reference and answered with a JSON 500 (only logged, once the response began)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, path, method = False, scope["path"], scope.get("method", "?")
+
+        async def send_tracked(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracked)
+        except MsmlpError as exc:
+            response = error_response(path, str(exc), status_for(exc), type(exc).__name__)
+            if started:
+                logger.warning("%s %s failed after its response began: %s", method, path, one_line(str(exc)))
+                return
+            await response(scope, receive, send)
+        except Exception as exc:  # no handler took it: a bug, logged with its traceback by internal_error
+            response = internal_error(path, method, exc)
+            if not started:  # once the response began, it is too late to answer; the log has it
+                await response(scope, receive, send)
 
 
 def retry_after(queue_depth: int, max_batch: int, batch_s: float) -> int:

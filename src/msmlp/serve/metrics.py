@@ -1,43 +1,36 @@
 """Prometheus metrics and per-model statistics, kept outside the batcher's loop (it calls observers).
 
-:class:`Guard` is the outermost ASGI layer: it enforces the body size limit (413, also for chunked
-bodies without a Content-Length), counts requests by endpoint template and status, and is the last
-line of the error boundary: an exception no handler took becomes a logged traceback and a JSON 500.
+:class:`RequestMetrics` is the outermost ASGI layer: it counts requests by the route that matched and
+their status, and times them.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.routing import BaseRoute, Match
 
 from msmlp.runtime.batcher import BatchStats, DynamicBatcher
-from msmlp.serve.errors import PayloadTooLargeError, error_response, internal_error
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-_V1 = ("/v1/classify", "/v1/infer", "/v1/model", "/healthz", "/readyz", "/metrics", "/v2", "/v2/health/live")
-# Label values are templates, so a client cannot grow the metric set by inventing model names.
-_TEMPLATES = [
-    (re.compile(r"/v2/health/ready"), "/v2/health/ready"),
-    (re.compile(r"/v2/models/[^/]+(/versions/[^/]+)?/infer"), "/v2/models/{name}/infer"),
-    (re.compile(r"/v2/models/[^/]+(/versions/[^/]+)?/ready"), "/v2/models/{name}/ready"),
-    (re.compile(r"/v2/models/[^/]+(/versions/[^/]+)?/config"), "/v2/models/{name}/config"),
-    (re.compile(r"/v2/models/[^/]+(/versions/[^/]+)?/stats"), "/v2/models/{name}/stats"),
-    (re.compile(r"/v2/models/[^/]+(/versions/[^/]+)?"), "/v2/models/{name}"),
-]
+UNMATCHED = "other"  # the label of requests no route matched, so clients cannot grow the metric set
 
 
-def endpoint_label(path: str) -> str:
-    if path in _V1:
-        return path
-    for pattern, label in _TEMPLATES:
-        if pattern.fullmatch(path):
-            return label
-    return "other"
+def endpoint_label(scope: dict, routes: Sequence[BaseRoute]) -> str:
+    """The path template of the route that matched (``/v2/models/{name}/infer``), never the raw path.
+
+    The router leaves the route it chose in the scope; a request refused before routing (an oversized
+    body) is matched here the router's way, so its 413 is counted under its route too.
+    """
+    route = scope.get("route")
+    if route is None:
+        route = next((r for r in routes if r.matches(scope)[0] is not Match.NONE), None)
+    return getattr(route, "path", UNMATCHED)
 
 
 class ServiceMetrics:
@@ -145,57 +138,27 @@ class ModelStats:
             }
 
 
-class Guard:
-    """Outermost ASGI layer: body size limit, request metrics, and the catch-all for bugs."""
+class RequestMetrics:
+    """ASGI middleware: requests by matched route and status, and their time in the server."""
 
-    def __init__(self, app: Any, metrics: ServiceMetrics, max_body_bytes: int) -> None:
-        self.app, self.metrics, self.limit = app, metrics, max_body_bytes
+    def __init__(self, app: Any, metrics: ServiceMetrics, routes: Sequence[BaseRoute]) -> None:
+        self.app, self.metrics, self.routes = app, metrics, routes
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope["path"]
-        endpoint = endpoint_label(path)
-        status, started, start, received = 500, False, time.perf_counter(), 0
+        status, start = 500, time.perf_counter()
 
         async def send_counted(message: dict) -> None:
-            nonlocal status, started
+            nonlocal status
             if message["type"] == "http.response.start":
-                status, started = message["status"], True
+                status = message["status"]
             await send(message)
 
-        async def receive_limited() -> dict:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise self._too_large(f"more than {self.limit}")
-            return message
-
         try:
-            declared = dict(scope["headers"]).get(b"content-length", b"")
-            if declared.isdigit() and int(declared) > self.limit:
-                exc = self._too_large(declared.decode())
-                await error_response(path, str(exc), 413, type(exc).__name__)(scope, receive, send_counted)
-                return
-            await self.app(scope, receive_limited, send_counted)
-        except Exception as exc:  # no handler took it: a bug (logged with its traceback), or a 413 mid-body
-            if started:
-                internal_error(path, scope.get("method", "?"), exc)  # too late to answer; the log has it
-                return
-            if isinstance(exc, PayloadTooLargeError):
-                response = error_response(path, str(exc), 413, type(exc).__name__)
-            else:
-                response = internal_error(path, scope.get("method", "?"), exc)
-            await response(scope, receive, send_counted)
+            await self.app(scope, receive, send_counted)
         finally:
+            endpoint = endpoint_label(scope, self.routes)
             self.metrics.requests.labels(endpoint, str(status)).inc()
             self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
-
-    def _too_large(self, size: str) -> PayloadTooLargeError:
-        return PayloadTooLargeError(
-            f"request body of {size} bytes is over the limit of {self.limit} bytes; "
-            "send a smaller request or start the service with a larger --max-body-mb"
-        )

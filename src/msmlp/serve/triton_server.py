@@ -26,6 +26,7 @@ import numpy as np
 from msmlp.errors import InputError, MissingDependencyError
 from msmlp.log import logger
 from msmlp.runtime.base import Backend
+from msmlp.serve.limits import MAX_BATCH, MAX_DELAY_MS, MAX_QUEUE
 
 INSTALL = "bash requirements/triton-server.sh"  # makes .venv-triton and prints its python
 STOP_POLL_S = 0.5
@@ -37,9 +38,9 @@ def serve_triton(
     host: str = "127.0.0.1",
     port: int = 8000,
     model_name: str | None = None,
-    max_batch: int = 8,
-    max_delay_ms: float = 2.0,
-    max_queue: int = 256,
+    max_batch: int = MAX_BATCH,
+    max_delay_ms: float = MAX_DELAY_MS,
+    max_queue: int = MAX_QUEUE,
     drain_timeout_s: float = 30.0,
     on_ready: Callable[[str, int], None] | None = None,
 ) -> None:

@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import numpy as np
 from fastapi import FastAPI, Path, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from msmlp.errors import InputError
-from msmlp.serve import codecs
-from msmlp.serve.errors import NotFoundError, UnsupportedMediaTypeError
+from msmlp.serve import codecs, schemas
+from msmlp.serve.errors import NotFoundError, NotReadyError, UnsupportedMediaTypeError
+from msmlp.serve.schemas import BINARY, InferRequest, RequestedOutput, Tensor
 
 if TYPE_CHECKING:
     from msmlp.serve.app import Service
@@ -35,26 +35,6 @@ VERSION = "1"
 EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "statistics"]
 HEADER_LENGTH = "inference-header-content-length"
 _BODY_TYPES = ("", "application/json", "application/octet-stream")
-
-
-class Tensor(BaseModel):
-    name: str
-    shape: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, max_length=8)
-    datatype: str = Field(examples=["FP32"])
-    parameters: dict[str, Any] | None = None
-    data: list[Any] | None = Field(None, description="row-major, flat or nested as shape")
-
-
-class RequestedOutput(BaseModel):
-    name: str
-    parameters: dict[str, Any] | None = Field(None, examples=[{"binary_data": True}])
-
-
-class InferRequest(BaseModel):
-    id: str | None = None
-    parameters: dict[str, Any] | None = None
-    inputs: list[Tensor] = Field(min_length=1)
-    outputs: list[RequestedOutput] | None = None
 
 
 @dataclass(frozen=True)
@@ -120,15 +100,9 @@ def add_v2_routes(app: FastAPI, service: Service) -> None:
     infer_doc: dict[str, Any] = {
         "summary": "inference: JSON tensors, or the binary tensor data extension",
         "responses": {400: {}, 404: {}, 413: {}, 415: {}, 503: {}},
-        "openapi_extra": {
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {"schema": InferRequest.model_json_schema(ref_template=_REF)},
-                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-                },
-            },
-        },
+        "openapi_extra": schemas.request_body(
+            {"application/json": InferRequest, "application/octet-stream": BINARY}
+        ),
     }
 
     async def infer(request: Request, name: str, version: str = "") -> Response:
@@ -151,36 +125,6 @@ def add_v2_routes(app: FastAPI, service: Service) -> None:
 
     app.post("/v2/models/{name}/infer", tags=["v2"], **infer_doc)(infer_latest)
     app.post("/v2/models/{name}/versions/{version}/infer", tags=["v2"], **infer_doc)(infer_version)
-    _register_schemas(app, InferRequest)
-
-
-_REF = "#/components/schemas/{model}"
-
-
-def _register_schemas(app: FastAPI, model: type[BaseModel]) -> None:
-    """Put the request model's nested definitions where its ``$ref``s point (components/schemas)."""
-    defs = model.model_json_schema(ref_template=_REF).get("$defs", {})
-    original = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = original()
-            schema.setdefault("components", {}).setdefault("schemas", {}).update(defs)
-            for content in _request_contents(schema):
-                content.get("schema", {}).pop("$defs", None)
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
-
-
-def _request_contents(schema: dict[str, Any]) -> list[dict[str, Any]]:
-    return [
-        content
-        for path in schema.get("paths", {}).values()
-        for op in path.values()
-        for content in op.get("requestBody", {}).get("content", {}).values()
-    ]
 
 
 def _check_model(service: Service, name: str, version: str) -> None:
@@ -189,8 +133,6 @@ def _check_model(service: Service, name: str, version: str) -> None:
     if version not in ("", VERSION):
         raise NotFoundError(f"model {name!r} has no version {version[:20]!r}; versions: [{VERSION!r}]")
     if not service.backend.loaded:
-        from msmlp.serve.errors import NotReadyError
-
         raise NotReadyError(f"model {name!r} is not loaded yet; retry shortly")
 
 
@@ -255,93 +197,69 @@ def _decode_request(
                 f"the body's {len(body)} bytes"
             )
         header, binary = body[: int(header_length)], memoryview(body)[int(header_length) :]
-    req = codecs.parse_json(header, "inference request")
-    if not isinstance(req, dict) or not isinstance(req.get("inputs"), list):
-        raise InputError(
-            'inference request must be a JSON object with "inputs": [{"name", "shape", "datatype", "data"}]'
-        )
-    request_id = req.get("id")
-    if request_id is not None and not isinstance(request_id, str):
-        raise InputError("inference request id must be a string")
-    params = _params(req, "inference request")
-    if "shared_memory_region" in params:
-        raise InputError("shared memory is not supported by this server; send the tensor in the body")
-    x = _input_array(service, req["inputs"], binary)
-    outputs = _requested_outputs(service, req.get("outputs"), bool(params.get("binary_data_output", False)))
-    return x, outputs, request_id, max((o.classes for o in outputs), default=0)
+    req = schemas.parse_body(InferRequest, header, "inference request")
+    binary_default = req.parameters.binary_data_output if req.parameters else False
+    x = _input_array(service, req.inputs, binary)
+    outputs = _requested_outputs(service, req.outputs, binary_default)
+    return x, outputs, req.id, max((o.classes for o in outputs), default=0)
 
 
-def _params(obj: dict[str, Any], what: str) -> dict[str, Any]:
-    params = obj.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise InputError(f"{what} parameters must be a JSON object")
-    return params
-
-
-def _input_array(service: Service, inputs: list[Any], binary: memoryview | bytes) -> np.ndarray:
+def _input_array(service: Service, inputs: list[Tensor], binary: memoryview | bytes) -> np.ndarray:
+    """What the served model takes, checked on a request the schema has already checked."""
     info = service.backend.info
-    if len(inputs) != 1 or not isinstance(inputs[0], dict):
+    if len(inputs) != 1:
         raise InputError(f"the model takes exactly one input, {info.input_name!r}; got {len(inputs)} inputs")
     spec = inputs[0]
-    if spec.get("name") != info.input_name:
-        raise InputError(
-            f"unknown input {str(spec.get('name'))[:80]!r}; the model's input is {info.input_name!r}"
-        )
+    if spec.name != info.input_name:
+        raise InputError(f"unknown input {spec.name[:80]!r}; the model's input is {info.input_name!r}")
     what = f"input {info.input_name!r}"
-    if spec.get("datatype") != "FP32":
-        raise InputError(f"{what} has datatype {str(spec.get('datatype'))[:20]!r}; the model takes FP32")
-    shape = codecs.check_shape(spec.get("shape"), what)
-    item = tuple(info.input_shape[1:])
+    if spec.datatype != "FP32":
+        raise InputError(f"{what} has datatype {spec.datatype[:20]!r}; the model takes FP32")
+    shape, item = tuple(spec.shape), tuple(info.input_shape[1:])
     if shape[1:] != item:
         raise InputError(
             f"{what} has shape {list(shape)}; the model takes [N, {', '.join(map(str, item))}] "
             f"with 1 <= N <= {service.batcher.max_batch}"
         )
-    params = _params(spec, what)
-    if "shared_memory_region" in params:
-        raise InputError("shared memory is not supported by this server; send the tensor in the body")
-    size = params.get("binary_data_size")
+    size = spec.parameters.binary_data_size if spec.parameters else None
     if size is None:
         if len(binary):
             raise InputError(
                 f"the body has {len(binary)} bytes after the JSON header but no input declares binary_data_size"
             )
-        if "data" not in spec:
+        if spec.data is None:
             raise InputError(f"{what} has neither 'data' nor parameters.binary_data_size")
-        return codecs.tensor_from_json(spec["data"], shape, what)
-    if type(size) is not int or size != len(binary):
+        return codecs.tensor_from_json(spec.data, shape, what)
+    if size != len(binary):
         raise InputError(
-            f"{what} declares binary_data_size {str(size)[:20]}, but {len(binary)} bytes follow the JSON header"
+            f"{what} declares binary_data_size {size}, but {len(binary)} bytes follow the JSON header"
         )
-    if "data" in spec:
+    if spec.data is not None:
         raise InputError(f"{what} has both 'data' and binary_data_size; send one")
     return codecs.tensor_from_bytes(binary, shape, what)
 
 
-def _requested_outputs(service: Service, outputs: Any, binary_default: bool) -> list[_Output]:
+def _requested_outputs(
+    service: Service, outputs: list[RequestedOutput] | None, binary_default: bool
+) -> list[_Output]:
     name = service.backend.info.output_name
     if outputs is None:
         return [_Output(name, binary_default, 0)]
-    if not isinstance(outputs, list) or not outputs or not all(isinstance(o, dict) for o in outputs):
-        raise InputError('"outputs" must be a list of objects like {"name": "logits"}')
     found = []
     for spec in outputs:
-        if spec.get("name") != name:
-            raise InputError(f"unknown output {str(spec.get('name'))[:80]!r}; the model's output is {name!r}")
-        params = _params(spec, f"output {name!r}")
-        k = params.get("classification", 0)
-        binary = params.get("binary_data", binary_default)
-        if type(k) is not int or k < 0 or type(binary) is not bool:
-            raise InputError(
-                f"output {name!r} parameters: classification must be an integer >= 0, binary_data a boolean"
-            )
-        found.append(_Output(name, binary, k))
+        if spec.name != name:
+            raise InputError(f"unknown output {spec.name[:80]!r}; the model's output is {name!r}")
+        params = spec.parameters
+        binary = params.binary_data if params and params.binary_data is not None else binary_default
+        found.append(_Output(name, binary, params.classification if params else 0))
     return found
 
 
 def _encode_response(
     service: Service, logits: np.ndarray, outputs: list[_Output], request_id: str | None
 ) -> Response:
+    from tritonclient.utils import serialize_byte_tensor
+
     from msmlp.data.labels import imagenet_classes
 
     entries, blobs = [], []
@@ -360,7 +278,7 @@ def _encode_response(
                 "shape": [len(logits), out.classes],
             }
             if out.binary:
-                blob = b"".join(len(s.encode()).to_bytes(4, "little") + s.encode() for s in strings)
+                blob = serialize_byte_tensor(np.array(strings, dtype=np.object_)).item()
             else:
                 entry["data"] = strings
         else:
