@@ -112,7 +112,7 @@ TOY = FamilySpec(
         ),
     ),
     fp32_norms=(RMS,),
-    shift_forms=("sliced",),
+    shift_forms=(),  # the builder takes no shift_form: one form only
     plugin_shifts=(),
 )
 CONFIG = DeployConfig(input_size=(3, 32, 32), num_classes=10, max_batch=8, family=TOY.name)
@@ -226,7 +226,7 @@ def test_declarations_that_do_not_fit_fail_loudly(toy, tmp_path):
         name="toyshift_partial",
         blocks=(BlockSpec(ToyBlock, groups={"tokens": ("rms_a", "mixer")}, own="tokens"),),
         fp32_norms=(RMS,),
-        shift_forms=("sliced",),
+        shift_forms=(),
         plugin_shifts=(),
     )
     model = msmlp.create_model(toy)

@@ -57,7 +57,7 @@ class FamilySpec:
 
     ``fp32_norms``: module types whose exported nodes stay FP32 in an FP16 graph (norms written out op
     by op square the activations, and FP16 overflows there). ``shift_forms``: the builders'
-    ``shift_form`` values, the deployment form first. ``plugin_shifts``: the fused shift slots
+    ``shift_form`` values, the deployment form first (empty: the builders take no ``shift_form``). ``plugin_shifts``: the fused shift slots
     (:data:`msmlp.models.layers.FUSED_NAMES`) that ``shift="plugin"`` exports as plugin nodes.
     """
 
