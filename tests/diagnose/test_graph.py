@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from msmlp.diagnose.graph import (
-    group_of,
     load_model,
     match_taps,
     origin,
@@ -16,6 +16,8 @@ from msmlp.diagnose.graph import (
     release,
     select_taps,
 )
+from msmlp.errors import InputError
+from msmlp.exporters.onnx_io import read_layout
 
 
 def test_taps_cover_linear_layers_norms_and_block_boundaries(micro):
@@ -26,17 +28,41 @@ def test_taps_cover_linear_layers_norms_and_block_boundaries(micro):
     assert "/stages.0/blocks/blocks.0/mlp/fc1/MatMul_output_0" not in names
     assert "/stages.0/blocks/blocks.0/Add_1_output_0" in names  # the residual: a block boundary
     assert "/stages.0/blocks/blocks.0/norm1/LayerNormalization_output_0" in names
-    assert {t.group for t in taps} >= {"stages.0.blocks.0/mix", "stages.1.blocks.1/mlp", "head", "proj"}
+    assert {t.group for t in taps} >= {
+        "stages.0.blocks.0/mix",
+        "stages.1.blocks.1/mlp",
+        "head",
+        "patch_embed",
+    }
 
 
-def test_groups_follow_the_module_path():
-    assert group_of("/stages.1/blocks/blocks.0/mix/attn/fc1/MatMul") == "stages.1.blocks.0/mix"
-    assert group_of("/stages.1/blocks/blocks.0/norm2/LayerNormalization") == "stages.1.blocks.0/mlp"
-    assert group_of("/layers.2/blocks.4/dwconv_td.3/Conv") == "layers.2.blocks.4/mix"
-    assert group_of("/layers.2/blocks.4/pwconv1/MatMul") == "layers.2.blocks.4/mlp"
-    assert group_of("/layers.2/blocks.4/Slice_3") == "layers.2.blocks.4/mix"  # the roll
-    assert group_of("/layers.0/downsample/proj/Conv") == "layers.0.downsample"
-    assert group_of("/head/Gemm") == "head" and group_of("/Transpose") == "graph"
+def test_groups_are_the_families_declared_groups_on_module_paths(micro):
+    """Groups come from each family's BlockSpec, recorded at export: module paths, not exporter scopes
+    (S2-MLPv2's patch_embed.proj is exported as ``/proj``)."""
+    s2 = read_layout(load_model(micro("s2mlpv2_micro")["fp32"]))
+    assert s2.group("/stages.1/blocks/blocks.0/mix/attn/fc1/MatMul") == "stages.1.blocks.0/mix"
+    assert s2.group("/stages.1/blocks/blocks.0/norm2/LayerNormalization") == "stages.1.blocks.0/mlp"
+    assert s2.group("/stages.1/blocks/blocks.0/norm1/LayerNormalization") == "stages.1.blocks.0/mix"
+    assert (
+        s2.group("/proj/Conv") == "patch_embed"
+        and s2.group("/stages.1/downsample/Conv") == "stages.1.downsample"
+    )
+    ms = read_layout(load_model(micro("msmlp_micro")["fp32"]))
+    assert ms.group("/layers.2/blocks.0/dwconv_td.3/Conv") == "layers.2.blocks.0/mix"
+    assert ms.group("/layers.2/blocks.0/pwconv1/Conv") == "layers.2.blocks.0/mlp"
+    assert ms.group("/layers.2/blocks.0/Slice_3") == "layers.2.blocks.0/mix"  # the roll: the block's own node
+    assert ms.group("/layers.0/downsample/proj/Conv") == "layers.0.downsample"
+    assert ms.group("/head/Gemm") == "head" and ms.group("/Transpose") == "graph"
+    assert ms.in_block("/layers.1/blocks.0/Add") and not ms.in_block("/patch_embed/norm/Add")
+
+
+def test_an_msmlp_graph_without_a_recorded_layout_is_refused(micro):
+    graph = load_model(micro("msmlp_micro")["fp32"])
+    keep = [p for p in graph.metadata_props if p.key != "msmlp.layout"]
+    del graph.metadata_props[:]
+    graph.metadata_props.extend(keep)
+    with pytest.raises(InputError, match="records no family layout .*export it again"):
+        quantized_groups(graph)
 
 
 def test_every_tap_is_found_in_int8_and_fp16_graphs_and_chains_lead_back(micro):

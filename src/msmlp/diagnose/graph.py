@@ -5,11 +5,13 @@ Converters keep the exporter's node and tensor names (ModelOpt's Q/DQ insertion 
 insertion were checked on both families) but wrap tensors in ``QuantizeLinear`` / ``DequantizeLinear``
 / ``Cast`` chains. A reference tensor is found in a candidate graph by its own name, else as the same
 output of the same-named node, else as the tensor whose pass-through chain leads back to it.
+
+Layer groups are the ones the model's family declares, as the export recorded them in the graph
+(:func:`msmlp.exporters.onnx_io.read_layout`); nothing here reads meaning into module names.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +21,11 @@ import onnx
 from onnx import numpy_helper
 
 from msmlp.errors import InputError
+from msmlp.exporters.onnx_io import GraphLayout, load_graph, read_layout
 
 PASS_THROUGH = ("QuantizeLinear", "DequantizeLinear", "Cast", "Identity")
 COMPUTE_OPS = ("Conv", "MatMul", "Gemm")
 MAJOR_OPS = ("LayerNormalization", "Softmax")
-_BLOCK = re.compile(r"^blocks\.(\d+)$")
-# parts of a block that belong to its MLP; everything else in a block is token mixing (shift-mix)
-_MLP_PARTS = ("mlp", "pwconv1", "pwconv2", "act", "norm2", "norm")
 
 
 @dataclass(frozen=True)
@@ -42,32 +42,10 @@ class Tap:
 
 def load_model(path: str | Path) -> onnx.ModelProto:
     """The whole graph, weights included (external weight files beside it are read too)."""
-    from msmlp.exporters.precision import load_graph
-
     model = load_graph(Path(path))  # one clear error for a missing or unreadable file
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
         onnx.load_external_data_for_model(model, str(Path(path).parent))
     return model
-
-
-def scope(node_name: str) -> list[str]:
-    """The module path of an exported node: ``/stages.0/blocks/blocks.1/mlp/fc1/MatMul`` ->
-    ``['stages.0', 'blocks', 'blocks.1', 'mlp', 'fc1']``."""
-    return [p for p in node_name.strip("/").split("/")[:-1] if p]
-
-
-def group_of(node_name: str) -> str:
-    """The layer group of a node: ``<block>/mix`` or ``<block>/mlp`` inside a block, else the module it
-    sits in (``patch_embed``, ``stages.1.downsample``, ``head``...), ``graph`` for top-level glue."""
-    parts = scope(node_name)
-    for i, part in enumerate(parts):
-        if _BLOCK.match(part):
-            block = ".".join(p for p in parts[:i] if p != "blocks") + f".blocks.{_BLOCK.match(part)[1]}"
-            sub = parts[i + 1] if len(parts) > i + 1 else ""
-            kind = "mlp" if sub.split(".")[0] in _MLP_PARTS else "mix"
-            return f"{block.strip('.')}/{kind}"
-    named = next((i for i, p in enumerate(parts) if not re.search(r"\.\d+$", p)), len(parts) - 1)
-    return ".".join(parts[: named + 1]) or "graph"  # layers.0/downsample/proj -> layers.0.downsample
 
 
 def producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
@@ -83,6 +61,7 @@ def select_taps(model: onnx.ModelProto) -> list[Tap]:
     """Tensors to compare: each linear layer's output (after its bias Add), LayerNorm and Softmax outputs,
     each residual Add inside a block (block boundaries), and the graph output; in topological order."""
     g = model.graph
+    layout = read_layout(model)
     const = constants(model)
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for n in g.node:
@@ -96,7 +75,7 @@ def select_taps(model: onnx.ModelProto) -> list[Tap]:
             if len(users) == 1 and users[0].op_type == "Add" and const.intersection(users[0].input):
                 out, node = users[0].output[0], users[0]  # the bias Add completes the linear layer
             chosen.append((out, node))
-        elif n.op_type in MAJOR_OPS or _is_residual(n, const):
+        elif n.op_type in MAJOR_OPS or _is_residual(n, const, layout):
             chosen.append((n.output[0], n))
     outputs = {o.name for o in g.output}
     make = producers(model)
@@ -107,17 +86,13 @@ def select_taps(model: onnx.ModelProto) -> list[Tap]:
         if name in seen:
             continue
         seen.add(name)
-        taps.append(Tap(name, node.name, node.op_type, len(taps), group_of(node.name)))
+        taps.append(Tap(name, node.name, node.op_type, len(taps), layout.group(node.name)))
     return taps
 
 
-def _is_residual(node: onnx.NodeProto, const: set[str]) -> bool:
+def _is_residual(node: onnx.NodeProto, const: set[str], layout: GraphLayout) -> bool:
     """An Add of two activations inside a block: a residual (block boundary) or a branch sum."""
-    return node.op_type == "Add" and not const.intersection(node.input) and _in_block(node.name)
-
-
-def _in_block(node_name: str) -> bool:
-    return any(_BLOCK.match(p) for p in scope(node_name))
+    return node.op_type == "Add" and not const.intersection(node.input) and layout.in_block(node.name)
 
 
 def origin(name: str, make: dict[str, onnx.NodeProto]) -> str:
@@ -194,16 +169,13 @@ def quantized_nodes(model: onnx.ModelProto) -> list[str]:
 
 def quantized_groups(model: onnx.ModelProto) -> dict[str, list[str]]:
     """Layer group -> every node of the group (quantized or not), for groups INT8 touched."""
-    touched = {group_of(n) for n in quantized_nodes(model)}
+    layout = read_layout(model)
+    touched = {layout.group(n) for n in quantized_nodes(model)}
     found: dict[str, list[str]] = {}
     for n in model.graph.node:
-        if n.name and n.op_type not in PASS_THROUGH and group_of(n.name) in touched:
-            found.setdefault(group_of(n.name), []).append(n.name)
-    return dict(sorted(found.items(), key=lambda kv: _group_order(model, kv[0])))
-
-
-def _group_order(model: onnx.ModelProto, group: str) -> int:
-    return next(i for i, n in enumerate(model.graph.node) if n.name and group_of(n.name) == group)
+        if n.name and n.op_type not in PASS_THROUGH and layout.group(n.name) in touched:
+            found.setdefault(layout.group(n.name), []).append(n.name)
+    return found  # in graph order: a group's first node comes before the next group's
 
 
 def release(quantized: onnx.ModelProto, fp32: onnx.ModelProto, nodes: Iterable[str]) -> onnx.ModelProto:

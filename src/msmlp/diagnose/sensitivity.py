@@ -1,8 +1,9 @@
 """INT8 sensitivity per layer group: what the held-out logits gain when only that group stays in high
 precision, next to what that costs in time (ONNX Runtime's profiler on the FP32 and INT8 graphs).
 
-A group is a block's token mixing (``.../mix``: the shift/roll, its projections and split attention),
-a block's MLP (``.../mlp``), or a module outside the blocks (patch embedding, downsampling, head).
+A group is what the model's family declares (:class:`msmlp.models.family.BlockSpec`): for both
+families a block's token mixing (``.../mix``: the shift/roll, its projections and split attention) and
+its MLP (``.../mlp``); outside the blocks, a module (patch embedding, downsampling, head).
 Leaving a group unquantized is done by :func:`msmlp.diagnose.graph.release` on the calibrated graph,
 so no group costs a new calibration.
 """
@@ -20,7 +21,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-from msmlp.diagnose.graph import group_of, quantized_groups, release
+from msmlp.diagnose.graph import quantized_groups, release
+from msmlp.exporters.onnx_io import read_layout
 from msmlp.log import logger
 from msmlp.verify import ParityStats, compare
 
@@ -87,6 +89,7 @@ class Evaluator:
     def group_times(self, model: onnx.ModelProto) -> dict[str, float]:
         """Kernel ms per batch by layer group, from ONNX Runtime's profiler (one warm-up run left out).
         Nodes ORT fused under a new name without a module path count as ``graph``."""
+        layout = read_layout(model)
         with tempfile.TemporaryDirectory(prefix="msmlp-prof-") as tmp:
             session = self.session(model, profile=str(Path(tmp) / "ort"))
             x = self.inputs[: self.batch]
@@ -102,7 +105,7 @@ class Evaluator:
         for e in events:
             label = str(e.get("name", ""))
             if e.get("cat") == "Node" and label.endswith("_kernel_time") and e["ts"] >= warm_end:
-                group = group_of(label[: -len("_kernel_time")])
+                group = layout.group(label[: -len("_kernel_time")])
                 found[group] = found.get(group, 0.0) + float(e.get("dur", 0)) / 1e3 / PROFILE_RUNS
         return found
 

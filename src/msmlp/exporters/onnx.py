@@ -4,8 +4,10 @@ The TorchScript exporter (``dynamo=False``) is used because it is fast (seconds,
 handles a dynamic batch on every model here; it leaves Shape/Gather/Unsqueeze chains for every size
 the tracer saw, which :func:`clean_graph` folds away with onnxslim (constant folding, dead-node and
 Identity removal). The models already trace to their deployment form (shifts and split attention from
-Slice/Concat/Add/Mul; MS-MLP channels-first, without Transpose), so no graph rewrite is needed. With ``shift="plugin"`` each whole-tensor shift
-becomes one TensorRT plugin node instead (see :mod:`msmlp.plugins.onnx_nodes`).
+Slice/Concat/Add/Mul; MS-MLP channels-first, without Transpose), so no graph rewrite is needed. With
+``shift="plugin"`` each whole-tensor shift the family declares (``FamilySpec.plugin_shifts``) becomes
+one TensorRT plugin node instead (see :mod:`msmlp.plugins.onnx_nodes`). The export also records the
+family's layout (layer groups, FP32 norms) per node scope, for FP16 and diagnosis (:mod:`.onnx_io`).
 The spatial size stays fixed by the model's :class:`DeployConfig`; only axis 0,
 named ``batch``, varies. Weights are stored inline, so ``model.onnx`` is the whole artefact, unless the
 graph exceeds protobuf's 2 GB limit.
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -25,10 +27,12 @@ import torch.nn as nn
 
 from msmlp.errors import ExportError, InputError
 from msmlp.exporters.check import op_counts
+from msmlp.exporters.onnx_io import layout_metadata
 from msmlp.fileio import atomic_path
 from msmlp.log import logger
+from msmlp.models.family import family_layout
 from msmlp.models.layers import edge_shift_sliced, roll_sliced, shift_override
-from msmlp.models.registry import DeployConfig
+from msmlp.models.registry import DeployConfig, get_family
 from msmlp.plugins.onnx_nodes import EDGE_SHIFT, GROUP_ROLL, NAMESPACE, PATTERNS, pattern_id
 
 DEFAULT_OPSET = 17
@@ -64,11 +68,19 @@ def export_onnx(
     batch = check_batch(batch)
     check_shift_export(shift)
     name = model_name or getattr(model, "model_name", None) or type(model).__name__
-    graph = trace_to_onnx(model, config=config, opset=opset, shift=shift)
+    spec = get_family(config.family)
+    with recorded_scopes(model) as scopes:
+        graph = trace_to_onnx(model, config=config, opset=opset, shift=shift)
+    layout = layout_metadata(scopes, family_layout(model, spec))
     if cleanup:
         graph = clean_graph(graph)
     set_batch_axis(graph, BATCH_DIM)
-    meta = {"model": name, "batch": ",".join(map(str, batch)), "input_size": config.input_size}
+    meta = {
+        "model": name,
+        "batch": ",".join(map(str, batch)),
+        "input_size": config.input_size,
+        "layout": layout,
+    }
     set_metadata(graph, {**meta, "shift": shift} if shift != "slice" else meta)
     try:
         onnx.checker.check_model(graph)
@@ -117,7 +129,7 @@ def trace_to_onnx(
     buffer = io.BytesIO()
     axes = {config.input_name: {0: BATCH_DIM}, config.output_name: {0: BATCH_DIM}}
     plugin = check_shift_export(shift) == "plugin"
-    forms = {"group_roll": _GroupRollNode.apply, "edge_shift": _edge_shift_node} if plugin else {}
+    forms = _plugin_forms(config) if plugin else {}
     with _quiet_exporter(), shift_override(**forms) if plugin else nullcontext():
         try:
             torch.onnx.export(
@@ -180,6 +192,70 @@ class _EdgeShiftNode(torch.autograd.Function):
 
 def _edge_shift_node(x: torch.Tensor, pattern: Sequence[tuple[int, int]]) -> torch.Tensor:
     return _EdgeShiftNode.apply(x, pattern_id(pattern))
+
+
+# export-time form of each fused shift slot that has a plugin node (models.layers.FUSED_NAMES)
+PLUGIN_FORMS: dict[str, Callable[..., torch.Tensor]] = {
+    "group_roll": _GroupRollNode.apply,
+    "edge_shift": _edge_shift_node,
+}
+
+
+def _plugin_forms(config: DeployConfig) -> dict[str, Callable[..., torch.Tensor]]:
+    """The plugin forms of the shifts the model's family declares; none declared is an error, since
+    the export would silently hold no plugin node."""
+    spec = get_family(config.family)
+    missing = [s for s in spec.plugin_shifts if s not in PLUGIN_FORMS]
+    if not spec.plugin_shifts or missing:
+        raise InputError(
+            f"model family {spec.name!r} declares plugin shifts {list(spec.plugin_shifts)}; plugin nodes "
+            f"exist for {sorted(PLUGIN_FORMS)}: export it with shift='slice'"
+        )
+    return {s: PLUGIN_FORMS[s] for s in spec.plugin_shifts}
+
+
+@contextmanager
+def recorded_scopes(model: nn.Module) -> Iterator[dict[str, str]]:
+    """Within the block, record for each module call the node scope the TorchScript exporter gives it
+    (its callers' unqualified names joined by ``/``) -> the module's path in ``model``.
+
+    The exporter names each module by its qualified name from the first non-numeric atom on
+    (``layers.0.blocks.1`` -> ``blocks.1``), so scopes lose the path; this keeps it. A scope two
+    modules share is an error: their nodes could not be told apart.
+    """
+    paths = {id(m): n for n, m in model.named_modules()}
+    scopes: dict[str, str] = {}
+    stack: list[str] = []
+
+    def enter(module: nn.Module, args: object) -> None:
+        path = paths.get(id(module), "")
+        stack.append(_unqualified(path) if module is not model and path else "")
+        scope = "/" + "/".join(p for p in stack if p)
+        if module is not model and scopes.setdefault(scope, path) != path:
+            raise ExportError(
+                f"modules {scopes[scope]!r} and {path!r} export under the same node scope {scope!r}; "
+                "their layer groups cannot be told apart"
+            )
+
+    def leave(module: nn.Module, args: object, output: object) -> None:
+        stack.pop()
+
+    handles = [
+        h
+        for m in model.modules()
+        for h in (m.register_forward_pre_hook(enter), m.register_forward_hook(leave, always_call=True))
+    ]
+    try:
+        yield scopes
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _unqualified(path: str) -> str:
+    atoms = path.split(".")
+    start = next((i for i in range(len(atoms) - 1, -1, -1) if not atoms[i].isnumeric()), 0)
+    return ".".join(atoms[start:])
 
 
 def clean_graph(graph: onnx.ModelProto) -> onnx.ModelProto:

@@ -34,13 +34,11 @@ import numpy as np
 import onnx
 
 from msmlp.errors import ExportError, InputError, require
-from msmlp.exporters.precision import (
-    MODELOPT_INSTALL,
-    _modelopt_version,
+from msmlp.exporters.modelopt_common import MODELOPT_INSTALL, modelopt_quiet, modelopt_version
+from msmlp.exporters.onnx_io import (
     carry_metadata,
     check_valid,
     load_graph,
-    modelopt_quiet,
     resolve_keep_fp32,
     save_model_atomic,
 )
@@ -107,7 +105,7 @@ def quantize_int8(
     )
     return {
         "precision": "int8",
-        "tool": f"modelopt {_modelopt_version()} onnx ptq",
+        "tool": f"modelopt {modelopt_version()} onnx ptq",
         "target": target,
         "calibration_method": method,
         "calibration_inputs": len(calib),

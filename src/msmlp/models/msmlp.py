@@ -24,8 +24,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from msmlp.models.layers import check_shift_form, fused, init_linear, roll_reference, roll_sliced
-from msmlp.models.registry import DeployConfig, register_model
+from msmlp.models.family import BlockSpec, FamilySpec
+from msmlp.models.layers import SHIFT_FORMS, check_shift_form, fused, init_linear, roll_reference, roll_sliced
+from msmlp.models.registry import DeployConfig, register_family, register_model
 
 PAPER = "Zheng et al. 2022, arXiv 2202.06510"
 SHIFT_DIST = (-2, -1, 0, 1, 2)
@@ -214,8 +215,26 @@ class MSMLP(nn.Module):
 # checkpoint's state dict (under "model") loads strictly as it is; see msmlp.models.checkpoint.
 
 
+FAMILY = register_family(
+    FamilySpec(
+        name="msmlp",
+        blocks=(
+            BlockSpec(
+                MixShiftBlock,
+                groups={"mix": ("dwconv_lr", "dwconv_td"), "mlp": ("norm", "pwconv1", "act", "pwconv2")},
+                own="mix",  # the rolls, the sum of the two directions and the residual
+                layer_scales=("gamma",),
+            ),
+        ),
+        fp32_norms=(ChannelLayerNorm, nn.LayerNorm),  # channels-first ChannelLayerNorm is written out
+        shift_forms=SHIFT_FORMS,
+        plugin_shifts=("group_roll",),
+    )
+)
+
+
 def _cfg(**kw) -> DeployConfig:
-    return DeployConfig(family="msmlp", paper=PAPER, interpolation="bicubic", crop_pct=0.875, **kw)
+    return DeployConfig(family=FAMILY.name, paper=PAPER, interpolation="bicubic", crop_pct=0.875, **kw)
 
 
 def _build(shift_form: str = "sliced", **kw) -> MSMLP:

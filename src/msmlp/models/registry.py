@@ -1,6 +1,8 @@
 """Model registry: a model name is its builder, and each carries a deployment config.
 
 Export and runtime read the :class:`DeployConfig` instead of hard-coding input sizes or normalisation.
+A model's ``DeployConfig.family`` names a registered :class:`FamilySpec`, which tools read instead of
+guessing block types, layer groups or norms from names.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch.nn as nn
 
 from msmlp.errors import InputError
 from msmlp.models.config import DeployConfig
+from msmlp.models.family import FamilySpec
 
 
 @dataclass(frozen=True)
@@ -25,10 +28,43 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+_FAMILIES: dict[str, FamilySpec] = {}
+
+
+def register_family(spec: FamilySpec) -> FamilySpec:
+    """Register a family's declaration; its models name it in ``DeployConfig.family``."""
+    if spec.name in _FAMILIES:
+        raise ValueError(f"family {spec.name!r} registered twice")
+    _FAMILIES[spec.name] = spec
+    return spec
+
+
+def unregister_family(name: str) -> None:
+    """Remove a family (tests that define their own); its models must be unregistered first."""
+    users = [n for n, e in _REGISTRY.items() if e.config.family == name]
+    if users:
+        raise ValueError(f"family {name!r} still has registered models {users}; unregister them first")
+    _FAMILIES.pop(name, None)
+
+
+def get_family(name: str) -> FamilySpec:
+    """The declaration of family ``name`` (a ``DeployConfig.family``), or a clear error."""
+    try:
+        return _FAMILIES[name]
+    except KeyError:
+        known = ", ".join(sorted(_FAMILIES)) or "none"
+        raise InputError(
+            f"model family {name!r} has no registered FamilySpec (known: {known}); declare one and "
+            "register it with msmlp.models.registry.register_family"
+        ) from None
 
 
 def register_model(config: DeployConfig) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Register a builder under its function name, with the deployment config the model carries."""
+    """Register a builder under its function name, with the deployment config the model carries.
+
+    ``config.family`` must name a registered family: a model tools know nothing about fails here.
+    """
+    get_family(config.family)
 
     def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         name = builder.__name__
@@ -38,6 +74,12 @@ def register_model(config: DeployConfig) -> Callable[[Callable[..., nn.Module]],
         return builder
 
     return wrap
+
+
+def unregister_model(name: str) -> None:
+    """Remove a registered model (tests that register their own); unknown names are an error."""
+    _entry(name)
+    del _REGISTRY[name]
 
 
 def list_models(pattern: str = "*", *, test: bool | None = None) -> list[str]:
@@ -65,6 +107,17 @@ def _entry(name: str) -> ModelEntry:
 def get_config(name: str) -> DeployConfig:
     """The deployment config of a registered model."""
     return _entry(name).config
+
+
+def model_family(model: nn.Module) -> FamilySpec:
+    """The family declaration of a model built by :func:`create_model` (it carries ``deploy_config``)."""
+    config = getattr(model, "deploy_config", None)
+    if not isinstance(config, DeployConfig):
+        raise InputError(
+            f"{type(model).__name__} carries no deploy_config, so its family is unknown; build it with "
+            "msmlp.create_model or pass its FamilySpec (family=)"
+        )
+    return get_family(config.family)
 
 
 def create_model(name: str, pretrained: str | None = None, **overrides: Any) -> nn.Module:

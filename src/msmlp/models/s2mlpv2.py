@@ -14,16 +14,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from msmlp.models.family import BlockSpec, FamilySpec
 from msmlp.models.layers import (
     SHIFT1,
     SHIFT2,
+    SHIFT_FORMS,
     check_shift_form,
     edge_shift_reference,
     edge_shift_sliced,
     fused,
     init_linear,
 )
-from msmlp.models.registry import DeployConfig, register_model
+from msmlp.models.registry import DeployConfig, register_family, register_model
 
 PAPER = "Yu et al. 2021, arXiv 2108.01072"
 LN_EPS = 1e-6
@@ -179,8 +181,19 @@ class S2MLPv2(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
+FAMILY = register_family(
+    FamilySpec(
+        name="s2mlpv2",
+        blocks=(BlockSpec(S2Block, groups={"mix": ("norm1", "mix"), "mlp": ("norm2", "mlp")}, own="mix"),),
+        fp32_norms=(nn.LayerNorm,),  # each exports as one LayerNormalization node
+        shift_forms=SHIFT_FORMS,
+        plugin_shifts=("edge_shift",),  # split attention's fused kernel has no plugin node
+    )
+)
+
+
 def _cfg(**kw) -> DeployConfig:
-    return DeployConfig(family="s2mlpv2", paper=PAPER, interpolation="bicubic", crop_pct=0.875, **kw)
+    return DeployConfig(family=FAMILY.name, paper=PAPER, interpolation="bicubic", crop_pct=0.875, **kw)
 
 
 @register_model(_cfg())

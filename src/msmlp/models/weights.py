@@ -2,8 +2,9 @@
 
 Freshly initialised MS-MLP blocks carry layer-scale gamma = 1e-6, so each block is almost the identity
 and a parity check on them proves nothing about the blocks. :func:`make_contributing` redraws the
-parameters that keep blocks inert (layer scale, LayerNorm affine, biases) so that every block changes
-its input by a visible amount; :func:`block_contributions` measures that.
+parameters that keep blocks inert (the layer scales the family declares, LayerNorm affine, biases) so
+that every block changes its input by a visible amount; :func:`block_contributions` measures that on
+the residual blocks the family declares (:class:`msmlp.models.family.FamilySpec`).
 """
 
 from __future__ import annotations
@@ -14,22 +15,37 @@ import torch
 import torch.nn as nn
 
 from msmlp.log import logger
+from msmlp.models.family import FamilyLayout, FamilySpec, family_layout
+from msmlp.models.registry import model_family
+
+
+def layout_of(model: nn.Module, family: FamilySpec | None = None) -> FamilyLayout:
+    """The family layout of ``model``: from ``family`` if given, else from the family it was built in."""
+    return family_layout(model, family if family is not None else model_family(model))
 
 
 @torch.no_grad()
-def make_contributing(model: nn.Module, seed: int = 0, gamma: tuple[float, float] = (0.1, 1.0)) -> nn.Module:
+def make_contributing(
+    model: nn.Module,
+    seed: int = 0,
+    gamma: tuple[float, float] = (0.1, 1.0),
+    *,
+    family: FamilySpec | None = None,
+) -> nn.Module:
     """Redraw layer scales in ``gamma``, LayerNorm affine near (1, 0), small biases and unit-gain weights.
 
     Deterministic for a given ``seed``. The result is not a trained model, but its blocks all matter.
+    The layer scales are those ``family`` (default: the model's own family) declares.
     """
     g = torch.Generator().manual_seed(seed)
+    layer_scales = set(layout_of(model, family).layer_scales)
 
     def uniform(t: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
         return torch.rand(t.shape, generator=g, dtype=torch.float32).mul_(hi - lo).add_(lo).to(t.dtype)
 
     for name, p in model.named_parameters():
         leaf = name.rsplit(".", 1)[-1]
-        if leaf == "gamma":
+        if name in layer_scales:
             p.copy_(uniform(p, *gamma))
         elif leaf == "bias":
             p.copy_(uniform(p, -0.05, 0.05))
@@ -70,18 +86,20 @@ def load_for_deploy(
     return model
 
 
-def residual_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The residual blocks of either family, by name."""
-    kinds = ("MixShiftBlock", "S2Block")
-    return [(n, m) for n, m in model.named_modules() if type(m).__name__ in kinds]
+def residual_blocks(model: nn.Module, family: FamilySpec | None = None) -> list[tuple[str, nn.Module]]:
+    """The residual blocks the model's family declares, by module path."""
+    modules = dict(model.named_modules())
+    return [(path, modules[path]) for path in layout_of(model, family).blocks]
 
 
 @torch.no_grad()
-def block_contributions(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
+def block_contributions(
+    model: nn.Module, x: torch.Tensor, *, family: FamilySpec | None = None
+) -> dict[str, float]:
     """For each residual block, ||block(x) - x|| / ||x|| on the activations that reach it."""
     ratios: dict[str, float] = {}
     hooks = []
-    for name, block in residual_blocks(model):
+    for name, block in residual_blocks(model, family):
 
         def hook(mod: nn.Module, args: tuple[torch.Tensor], out: torch.Tensor, name: str = name) -> None:
             ratios[name] = float((out - args[0]).norm() / args[0].norm().clamp_min(1e-12))
