@@ -146,6 +146,7 @@ def test_concurrency_against_a_running_service(contributing, tmp_path):
         assert image.format == "PNG" and image.width > 500
 
 
+@pytest.mark.cpu_features
 def test_cli_openvino_profile_shows_kernel_precisions(onnx_file, tmp_path, capsys):
     pytest.importorskip("openvino")
     from msmlp.runtime.openvino import bf16_support
