@@ -85,3 +85,22 @@ def test_ci_runs_the_cpu_feature_tests_masked_as_the_readme_says():
     assert line in (ROOT / ".ci" / "run").read_text().splitlines()
     assert f"`{line}`" in (ROOT / "README.md").read_text()
     assert parse_mask(line.split()[0].split("=", 1)[1]) == set().union(*GROUPS.values())
+
+
+def test_every_benchmark_record_names_its_cpu(tmp_path, monkeypatch):
+    """Each script that writes a JSON record writes it through bench_common.write_json, which puts the
+    CPU (and the mask, where set) in it."""
+    scripts = sorted((ROOT / "benchmarks").glob("*.py"))
+    writers = [s for s in scripts if '"--json"' in s.read_text() or '"--out"' in s.read_text()]
+    assert len(writers) >= 6 and all("write_json(" in s.read_text() for s in writers), writers
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    monkeypatch.setenv(MASK_ENV, "amx")
+    from bench_common import write_json
+
+    write_json(tmp_path / "rows.json", [{"ms": 1.0}])
+    write_json(tmp_path / "table.json", {"models": {}})
+    rows, table = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("rows", "table"))
+    assert rows["results"] == [{"ms": 1.0}] and table["models"] == {}
+    for record in (rows, table):
+        assert record["cpu"]["model"] == host_cpu().model
+        assert record["cpu"]["masked"] == ["amx_bf16", "amx_int8", "amx_tile"]
