@@ -20,7 +20,6 @@ also subtracts, per round, the backend's own timed call (Backend.last_infer_s) f
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -29,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_common import write_json
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         f"  every round formed one batch of {result['batch']}; outputs identical to the direct call"
     )
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
     return 0
 
 

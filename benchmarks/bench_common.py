@@ -1,10 +1,13 @@
-"""What the CPU benchmark scripts share: the photo split they calibrate and judge on, each row's parity
-with eager FP32 on the held-out inputs, and interleaved timing. The scripts import it as a sibling
-module (``python benchmarks/NAME.py`` puts this folder on ``sys.path``).
+"""What the benchmark scripts share: the photo split they calibrate and judge on, each row's parity
+with eager FP32 on the held-out inputs, interleaved timing, and the JSON writer that puts the CPU in
+every record. The scripts import it as a sibling module (``python benchmarks/NAME.py`` puts this folder
+on ``sys.path``).
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -53,3 +56,13 @@ def timings(rows: dict[str, Any], rounds: int) -> dict[int, dict[str, float]]:
         samples = interleaved_samples(rows, x, rounds if batch > 1 else rounds * 2)
         found[batch] = {name: float(np.median(s) * 1e3) for name, s in samples.items()}
     return found
+
+
+def write_json(path: Path, results: Any) -> None:
+    """Write a benchmark's results with the CPU they were measured on (model, BF16/AMX/VNNI flags,
+    ``MSMLP_CPU_MASK`` where set) under ``cpu``; a list of results goes under ``results``."""
+    from msmlp.hostcpu import host_cpu
+
+    cpu = host_cpu().record()
+    record = {"cpu": cpu, **results} if isinstance(results, dict) else {"cpu": cpu, "results": results}
+    path.write_text(json.dumps(record, indent=2, default=str) + "\n")

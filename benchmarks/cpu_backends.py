@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_common import FULL, calib_and_held, held_out_parity, timings
+from bench_common import FULL, calib_and_held, held_out_parity, timings, write_json
 
 
 def export(name: str, out: Path, calib_size: int) -> tuple[Any, Path, Path, np.ndarray]:
@@ -187,7 +186,7 @@ def main() -> int:
             found["busy"] = args.busy
             results.append(found)
             _print(found)
-            args.out.write_text(json.dumps(results, indent=2) + "\n")
+            write_json(args.out, results)
     finally:
         if busy is not None:
             busy.kill()

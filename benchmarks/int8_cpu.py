@@ -16,7 +16,6 @@ medians and ratios within this one run.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from collections import defaultdict
@@ -25,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import onnx
-from bench_common import held_out_parity, timings
+from bench_common import held_out_parity, timings, write_json
 
 BASELINE = "ov bf16 (default)"
 PROFILED = (BASELINE, "ov int8 trt (bf16 hint)", "ov int8 cpu (bf16 hint)")
@@ -173,7 +172,7 @@ def main() -> int:
         }
         results.append(found)
         _print(found)
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        write_json(args.out, results)
     return 0
 
 

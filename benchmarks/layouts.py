@@ -18,14 +18,13 @@ rotated order, so a noisy neighbour hits all rows alike). Ratios are between med
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_common import FULL, calib_and_held, held_out_parity, timings
+from bench_common import FULL, calib_and_held, held_out_parity, timings, write_json
 
 from msmlp.models.s2mlpv2 import to_tokens as TO_TOKENS
 
@@ -137,7 +136,7 @@ def main() -> int:
             )
         for batch, rs in found["ratios"].items():
             print(f"batch {batch}: " + ", ".join(f"{k} {v:.2f}x" for k, v in rs.items()), flush=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        write_json(args.out, results)
     return 0
 
 

@@ -13,7 +13,6 @@ so a fast wrong graph cannot pass.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -22,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_common import write_json
 
 FULL_MODELS = ["msmlp_tiny", "msmlp_small", "msmlp_base", "s2mlpv2_small", "s2mlpv2_medium"]
 
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in models:
             rows.extend(bench_model(name, batch_sizes, args, Path(tmp)))
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        write_json(args.json, rows)
     return 0
 
 

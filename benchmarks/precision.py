@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_common import write_json
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         print_model(name, entry)
     out = args.json or args.work / "precision.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(out, results)
     print(f"\nwrote {out}")
     return 0
 

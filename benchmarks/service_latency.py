@@ -33,6 +33,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
+from bench_common import write_json
 
 FORMATS = ("v1", "v2-json", "v2-binary")
 
@@ -220,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['p99_ms']:>8.1f} {r['throughput_rps']:>8.1f} {r['errors']}"
         )
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        write_json(args.json, result)
     return 0 if all(r["errors"] == 0 for r in result["rows"]) else 1
 
 

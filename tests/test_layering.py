@@ -18,6 +18,7 @@ LAYERS: dict[str, int] = {
     "errors": 0,
     "log": 0,
     "fileio": 0,
+    "hostcpu": 0,
     "models": 1,
     "plugins": 2,
     "data": 3,

@@ -16,10 +16,11 @@ import msmlp
 from msmlp.bench import BenchOptions, matmul_peak, run_benchmark
 from msmlp.cli import main
 from msmlp.exporters.onnx import export_onnx
+from msmlp.hostcpu import FEATURES, host_cpu
 from msmlp.runtime.openvino import bf16_support
 
 MODEL = "s2mlpv2_micro"
-BF16 = bf16_support()[0] if __import__("importlib").util.find_spec("openvino") else False
+BF16, WHY_NOT = bf16_support() if __import__("importlib").util.find_spec("openvino") else (False, "")
 
 
 def check_rows(compare: dict, batch: int, int8: bool) -> dict[str, dict]:
@@ -27,6 +28,10 @@ def check_rows(compare: dict, batch: int, int8: bool) -> dict[str, dict]:
     expected = {"pytorch fp32 (eager)", "pytorch bf16 autocast", "onnxruntime fp32", "openvino fp32"}
     if BF16:
         expected.add("openvino bf16")
+    elif WHY_NOT:  # OpenVINO installed, the CPU without BF16: the row is skipped with the reason
+        assert compare["skipped"]["openvino bf16"] == WHY_NOT and "openvino bf16" not in {
+            r["label"] for r in compare["rows"]
+        }
     if int8:
         expected |= {"onnxruntime int8", "openvino int8 (bf16 hint)" if BF16 else "openvino int8"}
     assert expected <= set(rows), sorted(rows)
@@ -44,6 +49,7 @@ def check_rows(compare: dict, batch: int, int8: bool) -> dict[str, dict]:
     return rows
 
 
+@pytest.mark.cpu_features
 def test_compare_model_with_int8_table_json_and_plot(tmp_path, capsys):
     out = tmp_path / "cmp"
     argv = f"bench --compare --model {MODEL} --int8 --batch 4 --warmup 1 --iters 2 --threads 2 --no-progress"
@@ -52,6 +58,10 @@ def test_compare_model_with_int8_table_json_and_plot(tmp_path, capsys):
     assert "matmul peak measured in this run" in text and "onnxruntime int8" in text
     report = json.loads((out / "bench.json").read_text())
     rows = check_rows(report["compare"], 4, int8=True)
+    cpu = report["host"]["cpu"]  # the CPU behind the figures, and the mask where one was set
+    assert cpu["model"] == host_cpu().model and set(cpu["flags"]) <= set(FEATURES)
+    assert not BF16 or set(cpu["flags"]) & {"avx512_bf16", "amx_bf16"}  # a BF16 row: a BF16 CPU
+    assert cpu.get("masked", []) == sorted(host_cpu().masked)
     assert report["target"] == {"kind": "model", "model": MODEL, "onnx": "temporary export", "int8": True}
     assert rows["onnxruntime int8"]["precision"] == "int8" and rows["onnxruntime int8"]["cosine"] < 1.0
     with Image.open(out / "bench.png") as png:
@@ -59,6 +69,7 @@ def test_compare_model_with_int8_table_json_and_plot(tmp_path, capsys):
         assert len(np.unique(np.asarray(png.convert("L")))) > 20, "the plot is not blank"
 
 
+@pytest.mark.cpu_features
 def test_compare_an_export_folder_rebuilds_the_same_reference(tmp_path, contributing):
     folder = tmp_path / "export"
     folder.mkdir()

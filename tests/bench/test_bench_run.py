@@ -146,6 +146,7 @@ def test_concurrency_against_a_running_service(contributing, tmp_path):
         assert image.format == "PNG" and image.width > 500
 
 
+@pytest.mark.cpu_features
 def test_cli_openvino_profile_shows_kernel_precisions(onnx_file, tmp_path, capsys):
     pytest.importorskip("openvino")
     from msmlp.runtime.openvino import bf16_support
@@ -157,6 +158,8 @@ def test_cli_openvino_profile_shows_kernel_precisions(onnx_file, tmp_path, capsy
     assert main(argv) == 0
     report = json.loads((out / "bench.json").read_text())
     backend, profile = report["backend"], report["profile"]
+    cpu = report["host"]["cpu"]  # the CPU behind the figures
+    assert cpu["model"] and (precision == "f32" or {"avx512_bf16", "amx_bf16"} & set(cpu["flags"]))
     assert backend["backend"] == "openvino" and backend["inference_precision_hint"] == precision
     want = "bf16" if precision == "bf16" else "fp32"
     assert backend["precision"] == want and profile["source"] == "openvino" and profile["batch"] == 2

@@ -231,6 +231,7 @@ def test_cpu_target_quantizes_only_gemm_and_conv_inputs(
     assert not quantized & {n for nodes in auto.values() for n in nodes}  # exclusions still hold
 
 
+@pytest.mark.cpu_features
 @pytest.mark.parametrize("name", MICRO)
 def test_cpu_target_held_out_parity_on_onnxruntime_and_openvino(
     name: str, setups: dict, image_paths: list[Path], tmp_out: Path

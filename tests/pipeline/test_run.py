@@ -14,16 +14,18 @@ import pytest
 import torch
 
 import msmlp
-from msmlp.errors import ExportError, InputError, VerificationError
+from msmlp.errors import ExportError, InputError, MissingDependencyError, VerificationError
 from msmlp.fileio import file_sha256
 from msmlp.pipeline import ExportOptions, ExportResult, check_options, run_export
 from msmlp.pipeline.images import int8_image_split
 from msmlp.pipeline.options import default_batch, tensorrt_status
 from msmlp.pipeline.verification import verify_batch_sizes
+from msmlp.runtime.openvino import bf16_support
 from msmlp.runtime.ort import OnnxRuntimeBackend
 from msmlp.verify import TOLERANCES, Tolerance, compare
 
 FULL_PARITY = ["s2mlpv2_small", "msmlp_tiny"]  # all five are run by hand; figures in docs/precision.md
+BF16, WHY_NOT = bf16_support()  # BF16 is verified where the CPU has it, else skipped with this reason
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -44,12 +46,13 @@ def s2_export(tmp_path_factory) -> ExportResult:
     return run_export(ExportOptions(model="s2mlpv2_micro", out=tmp_path_factory.mktemp("s2") / "out"))
 
 
+@pytest.mark.cpu_features
 def test_fp32_export_writes_model_metadata_and_report(s2_export):
     out = s2_export.out
     assert sorted(p.name for p in out.iterdir()) == [
         "model.json",
         "model.onnx",
-        "verify_bf16.json",
+        *(["verify_bf16.json"] if BF16 else []),
         "verify_fp32.json",
     ]
     meta = manifest(out)
@@ -65,8 +68,12 @@ def test_fp32_export_writes_model_metadata_and_report(s2_export):
     assert {"torch", "onnx", "onnxruntime-gpu", "msmlp"} <= set(meta["versions"])
     assert meta["verification"]["fp32"]["passed"] and entry["check"]["ok"]
     assert meta["verification"]["fp32"]["backend"] == "onnxruntime"
-    bf16 = meta["verification"]["bf16"]
-    assert bf16["passed"] and bf16["backend"] == "openvino" and bf16["file"] == "model.onnx"
+    if BF16:
+        bf16 = meta["verification"]["bf16"]
+        assert bf16["passed"] and bf16["backend"] == "openvino" and bf16["file"] == "model.onnx"
+        assert "bf16" not in meta["skipped"]
+    else:
+        assert "bf16" not in meta["verification"] and meta["skipped"]["bf16"] == WHY_NOT
     assert set(meta["timings_s"]) >= {"build", "export", "check", "verify_fp32", "verify_bf16", "engine"}
     report = json.loads((out / "verify_fp32.json").read_text())
     assert report["passed"] and report["candidate"]["file"] == "model.onnx"
@@ -205,6 +212,7 @@ def test_int8_images_are_held_out(tmp_path, image_paths):
     or importlib.util.find_spec("modelopt") is None,
     reason="the FP16/INT8 modules (msmlp.exporters.precision, ModelOpt) are not installed",
 )
+@pytest.mark.cpu_features
 def test_fp16_and_int8_artefacts_are_verified(tmp_path):
     result = run_export(ExportOptions(model="s2mlpv2_micro", out=tmp_path / "out", fp16=True, int8=True))
     out = result.out
@@ -219,13 +227,14 @@ def test_fp16_and_int8_artefacts_are_verified(tmp_path):
     assert any(n.startswith("calib_32_") and n.endswith(".npy") for n in names)
     assert leftovers(out) == []
     meta = manifest(out)
-    assert set(meta["verification"]) == {"fp32", "bf16", "fp16", "int8", "int8_openvino"}
+    bf16 = ["bf16"] if BF16 else []
+    assert set(meta["verification"]) == {"fp32", *bf16, "fp16", "int8", "int8_openvino"}
     assert all(v["passed"] for v in meta["verification"].values())
     openvino = meta["verification"]["int8_openvino"]
     assert (
         openvino["backend"] == "openvino"
         and openvino["file"] == "model.int8.onnx"
-        and openvino["hint"] == "bf16"
+        and openvino["hint"] == ("bf16" if BF16 else "f32")  # the unquantized rest in BF16 where native
     )
     int8 = meta["artifacts"]["model.int8.onnx"]
     assert int8["op_counts"]["QuantizeLinear"] > 0 and int8["sha256"] == file_sha256(out / "model.int8.onnx")
@@ -266,6 +275,7 @@ def test_engine_step_builds_and_verifies_a_plan(tmp_path):
     assert meta["artifacts"]["model.fp16.plan"]["sha256"] == file_sha256(plan)
 
 
+@pytest.mark.cpu_features
 def test_rerun_reuses_the_verified_fp32_graph_and_keeps_earlier_artefacts(tmp_path):
     """--fp16 after an FP32 export reuses model.onnx; a later --int8 keeps model.fp16.onnx listed."""
     out = tmp_path / "out"
@@ -275,17 +285,37 @@ def test_rerun_reuses_the_verified_fp32_graph_and_keeps_earlier_artefacts(tmp_pa
     assert second.reused == ["model.onnx"] and file_sha256(out / "model.onnx") == before
     assert "bf16" not in manifest(out)["verification"]
     run_export(ExportOptions(model="msmlp_micro", out=out, fp16=True))  # verifies BF16 on the reused graph
-    assert manifest(out)["verification"]["bf16"]["passed"]
+    if BF16:
+        assert manifest(out)["verification"]["bf16"]["passed"]
+    else:
+        assert manifest(out)["skipped"]["bf16"] == WHY_NOT
     third = run_export(ExportOptions(model="msmlp_micro", out=out, bf16=False, int8=True))
     assert third.reused == ["model.onnx"]
     meta = manifest(out)
     assert set(meta["artifacts"]) == {"model.onnx", "model.fp16.onnx", "model.int8.onnx"}
-    assert set(meta["verification"]) == {"fp32", "bf16", "fp16", "int8", "int8_openvino"}  # bf16 kept
+    bf16 = ["bf16"] if BF16 else []
+    assert set(meta["verification"]) == {"fp32", *bf16, "fp16", "int8", "int8_openvino"}  # bf16 kept
     assert meta["verification"]["int8_openvino"]["hint"] == "f32"  # --no-bf16: the remainder stays FP32
     # another seed is another model: nothing is reused, and the old entries are dropped
     fourth = run_export(ExportOptions(model="msmlp_micro", out=out, bf16=False, seed=1))
     assert fourth.reused == [] and set(manifest(out)["artifacts"]) == {"model.onnx"}
     assert leftovers(out) == []
+
+
+@pytest.mark.cpu_features
+def test_without_bf16_the_step_is_skipped_with_its_reason_or_refused(tmp_path, monkeypatch):
+    """On a CPU without BF16 (simulated by the mask on any CPU) the export still succeeds and says why
+    BF16 was not verified; ``--bf16`` asked for it, so there it is one clear error."""
+    monkeypatch.setenv("MSMLP_CPU_MASK", "bf16")
+    why = bf16_support()[1]
+    assert why.startswith("the CPU has neither AMX (amx_bf16) nor AVX-512 BF16 (avx512_bf16)")
+    result = run_export(ExportOptions(model="msmlp_micro", out=tmp_path / "out", batch=(1, 4, 8)))
+    meta = manifest(result.out)
+    assert result.skipped["bf16"] == why == meta["skipped"]["bf16"]
+    assert "bf16" not in meta["verification"] and meta["verification"]["fp32"]["passed"]
+    assert not (result.out / "verify_bf16.json").exists()
+    with pytest.raises(MissingDependencyError, match="--bf16 was given but BF16 cannot run here: the CPU"):
+        run_export(ExportOptions(model="msmlp_micro", out=tmp_path / "out", batch=(1, 4, 8), bf16=True))
 
 
 def test_check_options_validates_the_output_folder(tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import msmlp
+from msmlp.errors import InputError
 from msmlp.exporters.onnx import export_onnx
 from msmlp.manifest import Manifest
 from msmlp.runtime import open_backend
@@ -22,6 +23,7 @@ pytest.importorskip("openvino")
 MODEL = "msmlp_micro"
 BF16, WHY_NOT = bf16_support()
 needs_bf16 = pytest.mark.skipif(not BF16, reason=f"no native BF16 here: {WHY_NOT}")
+# cpu_features: what these tests check depends on the CPU's BF16 (CI runs them again with it masked)
 PASSED = {"passed": True, "cosine": 0.99999, "top1": 1.0}
 
 
@@ -60,6 +62,7 @@ def auto(path: Path, caplog, **kw):
     return backend, (lines[0] if lines else "")
 
 
+@pytest.mark.cpu_features
 @needs_bf16
 def test_verified_bf16_is_the_default_for_an_fp32_graph(tmp_path, exported, caplog):
     graph = folder_with(
@@ -72,6 +75,25 @@ def test_verified_bf16_is_the_default_for_an_fp32_graph(tmp_path, exported, capl
     assert "openvino bf16 for model.onnx" in line and "fastest verified: bf16 passed on openvino" in line
     assert backend.load().info.precision == "bf16"
     backend.close()
+
+
+@pytest.mark.cpu_features
+def test_verified_bf16_on_a_cpu_without_bf16_runs_onnxruntime(tmp_path, exported, caplog, monkeypatch):
+    """The same record on a CPU without BF16 (simulated by the mask on any CPU): auto says why it
+    passes over OpenVINO BF16, and an explicit --precision bf16 is one clear error."""
+    monkeypatch.setenv("MSMLP_CPU_MASK", "bf16")
+    graph = folder_with(
+        tmp_path,
+        exported,
+        {"fp32": PASSED, "bf16": {**PASSED, "backend": "openvino", "file": "model.onnx", "hint": "bf16"}},
+    )
+    backend, line = auto(graph, caplog)
+    assert isinstance(backend, OnnxRuntimeBackend) and "onnxruntime fp32 for model.onnx" in line
+    assert "openvino bf16: the CPU has neither AMX (amx_bf16) nor AVX-512 BF16 (avx512_bf16)" in line
+    with pytest.raises(
+        InputError, match="--precision bf16 needs OpenVINO on a BF16-capable CPU, but the CPU"
+    ):
+        auto(graph, caplog, precision="bf16")
 
 
 def test_failed_bf16_falls_back_to_the_verified_fp32_runtime(tmp_path, exported, caplog):
@@ -122,6 +144,7 @@ def test_without_openvino_auto_runs_onnxruntime(exported, caplog, monkeypatch):
     assert isinstance(backend, OnnxRuntimeBackend) and "onnxruntime fp32" in line
 
 
+@pytest.mark.cpu_features
 @needs_bf16
 def test_explicit_backend_and_precision_always_win(tmp_path, exported, caplog):
     graph = folder_with(

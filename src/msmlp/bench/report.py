@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from msmlp.fileio import atomic_path
+from msmlp.hostcpu import host_cpu
 from msmlp.log import logger
 
 
@@ -23,6 +24,7 @@ def host_info() -> dict[str, Any]:
     info: dict[str, Any] = {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu": host_cpu().record(),  # model, BF16/AMX/VNNI flags, MSMLP_CPU_MASK where set
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "numpy": np.__version__,

@@ -78,6 +78,7 @@ def run_export(options: ExportOptions) -> ExportResult:
         int8_step(run)
     engine_step(run)
     manifest.data["timings_s"] = run.progress.timings
+    manifest.data["skipped"] = dict(result.skipped)  # step -> why (e.g. bf16 on a CPU without it)
     manifest.write()
     return result
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from msmlp.artifacts import UNBOUNDED, ArtifactInfo, read_artifact
 from msmlp.errors import EngineError, InputError, require
+from msmlp.hostcpu import GROUPS, host_cpu
 from msmlp.log import logger
 from msmlp.runtime.base import Backend, BackendInfo
 
@@ -44,32 +45,23 @@ def default_cache_dir() -> Path:
     return Path(base) / "msmlp" / "openvino"
 
 
-def cpu_flags() -> set[str]:
-    """The CPU feature flags from /proc/cpuinfo (empty where there is none, e.g. macOS)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def bf16_support(core: Any = None) -> tuple[bool, str]:
     """Whether the CPU computes BF16 natively (AMX or AVX-512 BF16), and why not when it does not.
 
-    Both OpenVINO's ``OPTIMIZATION_CAPABILITIES`` and the CPU flags must agree: OpenVINO can list BF16
-    where it would only emulate it, which is slower than FP32.
+    Both the CPU flags (:func:`msmlp.hostcpu.host_cpu`, which ``MSMLP_CPU_MASK`` can hide them from)
+    and OpenVINO's ``OPTIMIZATION_CAPABILITIES`` must agree: OpenVINO can list BF16 where it would only
+    emulate it, which is slower than FP32.
     """
+    cpu = host_cpu()
+    if cpu.lacks("bf16"):
+        return False, (
+            "the CPU has neither AMX (amx_bf16) nor AVX-512 BF16 (avx512_bf16)" + cpu.mask_note("bf16")
+        )
     core = core or openvino_module().Core()
     capabilities = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
-    flags = cpu_flags()
-    native = sorted({"amx_bf16", "avx512_bf16"} & flags)
     if "BF16" not in capabilities:
         return False, f"OpenVINO lists no BF16 among the CPU's capabilities ({', '.join(capabilities)})"
-    if flags and not native:
-        return False, "the CPU has neither AMX (amx_bf16) nor AVX-512 BF16 (avx512_bf16)"
+    native = sorted(cpu.flags & set(GROUPS["bf16"]))
     return True, "native BF16: " + (", ".join(native) or "OpenVINO capability BF16")
 
 
