@@ -62,10 +62,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from msmlp.evaluate.report import build_report, plot_accuracy, reference_index, table, write_report
     from msmlp.evaluate.stream import evaluate
+    from msmlp.log import logger
 
     specs, data, out, workers = _check(args)
     candidates = _load(specs, args)
     ref = reference_index(candidates, 0 if args.model else None)
+    logger.debug("eval: %d images (%s), reference %s", len(data), data.layout, candidates[ref].label)
     bar = _progress_bar(len(data))
     try:
         progress, tallies = evaluate(

@@ -26,7 +26,7 @@ class Spec:
 
     @property
     def label(self) -> str:
-        return f"{self.path.parent.name}/{self.path.name}@{self.backend}"
+        return f"{self.path.resolve().parent.name}/{self.path.name}@{self.backend}"
 
     @property
     def config(self) -> DeployConfig:
