@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -116,3 +117,33 @@ def test_candidates_with_other_preprocessing_get_their_own(imagefolder, micro3):
     np.testing.assert_array_equal(tb.pred, by_hand(b, data.paths).argmax(1))
     a.backend.close()
     b.backend.close()
+
+
+def test_decoding_runs_at_most_a_window_ahead_of_scoring(tmp_path, imagefolder, cands, monkeypatch):
+    """Memory is bounded: however large the set, decoded images wait for scoring only within the window."""
+    import msmlp.evaluate.stream as stream
+
+    root = tmp_path / "many" / "coffee"
+    root.mkdir(parents=True)
+    source = sorted((imagefolder / "coffee").glob("*.jpg"))[0]
+    for i in range(120):
+        (root / f"{i:03d}.jpg").hardlink_to(source)
+    for name in ("astronaut", "rocket"):  # three classes, as the 3-class head wants
+        shutil.copytree(imagefolder / name, root.parent / name)
+    decoded, ahead, scored = [0], [], [0]
+    real = stream.load_image
+
+    def counting(path):
+        decoded[0] += 1
+        return real(path)
+
+    def on_batch(count: int) -> None:  # a slow consumer: unbounded decoding would race far ahead
+        time.sleep(0.05)
+        scored[0] += count
+        ahead.append(decoded[0] - scored[0])
+
+    monkeypatch.setattr(stream, "load_image", counting)
+    data = open_dataset(root.parent)
+    progress, _ = evaluate(data, cands[:1], batch=4, workers=2, on_batch=on_batch)
+    assert progress.done.all() and scored[0] == len(data) == 128
+    assert max(ahead) <= max(2 * 4, 4 * 2)  # the window of _batches
