@@ -9,7 +9,8 @@ beside the images), or a .csv/.tsv of path,label (label an index or a class name
 
 A candidate is PATH, PATH@auto (the default: the fastest verified backend) or PATH@BACKEND as
 compare-layers takes it (onnxruntime, openvino, openvino-bf16, tensorrt, cuda). The reference is --model
-(PyTorch FP32) when given, else the first FP32 candidate, else the first. Unreadable images are skipped
+(PyTorch FP32) when given, else the first candidate that computes in FP32 (model.onnx@auto may pick
+OpenVINO BF16; give @onnxruntime for an FP32 reference), else the first. Unreadable images are skipped
 and listed (--strict: fatal). Ctrl-C writes the report so far, marked partial.
 
 examples:
