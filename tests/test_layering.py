@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "runtime": 6,
     "verify": 7,
     "diagnose": 7,
+    "evaluate": 7,
     "pipeline": 8,
     "serve": 9,
     "bench": 9,

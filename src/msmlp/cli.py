@@ -31,6 +31,7 @@ COMMANDS = {
     "export": "msmlp.commands.export",
     "verify": "msmlp.commands.verify",
     "compare-layers": "msmlp.commands.compare_layers",
+    "eval": "msmlp.commands.eval",
     "predict": "msmlp.commands.predict",
     "build": "msmlp.commands.build",
     "serve": "msmlp.commands.serve",
