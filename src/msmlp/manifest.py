@@ -89,6 +89,15 @@ class Manifest:
             self.data["onnx"] = {"file": path.name, "sha256": full["sha256"], "bytes": full["bytes"]}
         return full
 
+    def record_verification(self, key: str, summary: Mapping[str, Any]) -> None:
+        """Record a verification that is not an artefact of its own (a graph on another backend, e.g. BF16
+        on OpenVINO); ``summary["file"]`` names the graph, so the entry is dropped with that file."""
+        self.data["verification"][key] = dict(summary)
+
+    def record_timings(self, timings: Mapping[str, float]) -> None:
+        """Seconds per export step, for the record."""
+        self.data["timings_s"] = dict(timings)
+
     def write(self) -> Path:
         path = self.out / MANIFEST
         write_text_atomic(path, json.dumps(self.data, indent=2, default=str) + "\n")
