@@ -10,10 +10,8 @@ are loaded on first use. Embedding in a service takes three lines::
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from msmlp.errors import EngineError, ExportError, InputError, MsmlpError, VerificationError
+from msmlp.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -38,15 +36,4 @@ __all__ = [
     *_LAZY,
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'msmlp' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -21,6 +21,7 @@ from msmlp.data.labels import Prediction, topk
 from msmlp.data.transforms import load_image, preprocess
 from msmlp.errors import InputError
 from msmlp.models.config import DeployConfig
+from msmlp.optionspec import build, keyword_signature
 from msmlp.pipeline import ExportOptions, ExportResult, run_export
 from msmlp.runtime import open_backend
 from msmlp.runtime.base import Backend, run_in_batches
@@ -28,30 +29,14 @@ from msmlp.runtime.base import Backend, run_in_batches
 MAX_CHUNK = 32
 
 
-def export(
-    model: str,
-    *,
-    weights: str | Path | None = None,
-    out: str | Path | None = None,
-    fp16: bool = False,
-    int8: bool = False,
-    calib: str | Path | None = None,
-    batch: tuple[int, int, int] | None = None,
-    **options: Any,
-) -> ExportResult:
-    """Export, check and verify ``model`` like ``msmlp-export``; other keywords are :class:`ExportOptions` fields."""
-    return run_export(
-        ExportOptions(
-            model=model,
-            weights=Path(weights) if weights is not None else None,
-            out=Path(out) if out is not None else None,
-            fp16=fp16,
-            int8=int8,
-            calib=Path(calib) if calib is not None else None,
-            batch=batch,
-            **options,
-        )
-    )
+def export(model: str, **options: Any) -> ExportResult:
+    """Export, check and verify ``model`` like ``msmlp-export``. The keywords are the
+    :class:`ExportOptions` fields, declared once for the CLI and here: same names, defaults, conversions
+    (a text path or ``batch="1,8,64"`` is read as the CLI reads it) and checks."""
+    return run_export(build(ExportOptions, model=model, **options))
+
+
+export.__signature__ = keyword_signature(ExportOptions, positional=("model",))  # type: ignore[attr-defined]
 
 
 class Predictor:

@@ -20,12 +20,14 @@ class Manifest:
 
     Opening an existing manifest for the same model keeps the entries whose files are still there with
     the recorded hash, so ``--int8`` after an earlier ``--fp16`` run lists both; entries whose file is
-    gone or changed are dropped. Written atomically after every committed artefact.
+    gone or changed are dropped. Written atomically after every committed artefact. The content is
+    private: it changes only through the methods below, and is read back by
+    :func:`msmlp.artifacts.read_artifact` from the file.
     """
 
     def __init__(self, out: Path, data: dict[str, Any]) -> None:
         self.out = Path(out)
-        self.data = data
+        self._data = data
 
     @classmethod
     def open(
@@ -74,24 +76,37 @@ class Manifest:
         return cls(out, data)
 
     def entry(self, name: str) -> dict[str, Any] | None:
-        found = self.data["artifacts"].get(name)
+        found = self._data["artifacts"].get(name)
         return found if isinstance(found, dict) else None
 
     def add(self, path: Path, entry: Mapping[str, Any]) -> dict[str, Any]:
         """Record a committed artefact (its hash and size are taken from the file)."""
         path = Path(path)
         full = {**entry, "sha256": file_sha256(path), "bytes": path.stat().st_size}
-        self.data["artifacts"][path.name] = full
+        self._data["artifacts"][path.name] = full
         precision = full.get("precision")
         if precision and full.get("verification") and path.suffix == ".onnx":
-            self.data["verification"][precision] = full["verification"]
+            self._data["verification"][precision] = full["verification"]
         if path.name == ONNX_FILES["fp32"]:
-            self.data["onnx"] = {"file": path.name, "sha256": full["sha256"], "bytes": full["bytes"]}
+            self._data["onnx"] = {"file": path.name, "sha256": full["sha256"], "bytes": full["bytes"]}
         return full
+
+    def record_verification(self, key: str, summary: Mapping[str, Any]) -> None:
+        """Record a verification that is not an artefact of its own (a graph on another backend, e.g. BF16
+        on OpenVINO); ``summary["file"]`` names the graph, so the entry is dropped with that file."""
+        self._data["verification"][key] = dict(summary)
+
+    def record_timings(self, timings: Mapping[str, float]) -> None:
+        """Seconds per export step, for the record."""
+        self._data["timings_s"] = dict(timings)
+
+    def record_skipped(self, skipped: Mapping[str, str]) -> None:
+        """Steps that did not run and why (e.g. BF16 on a CPU without it)."""
+        self._data["skipped"] = dict(skipped)
 
     def write(self) -> Path:
         path = self.out / MANIFEST
-        write_text_atomic(path, json.dumps(self.data, indent=2, default=str) + "\n")
+        write_text_atomic(path, json.dumps(self._data, indent=2, default=str) + "\n")
         return path
 
 

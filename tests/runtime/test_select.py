@@ -49,7 +49,7 @@ def folder_with(tmp_path: Path, exported: Path, verification: dict[str, dict]) -
     own = verification.get("fp32")
     manifest.add(graph, {"precision": "fp32", **({"verification": own} if own else {})})
     for key, summary in verification.items():
-        manifest.data["verification"][key] = summary
+        manifest.record_verification(key, summary)
     manifest.write()
     return graph
 

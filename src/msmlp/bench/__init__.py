@@ -1,31 +1,32 @@
 """Latency profiling, by job: timing and statistics (:mod:`.timing`), per-layer profiles (:mod:`.profile`),
-concurrent load (:mod:`.load`), the report and its plot (:mod:`.report`, :mod:`.plot`), one run
-(:mod:`.run`) and the backend comparison (:mod:`.compare`). Heavy libraries load only when used."""
+concurrent load (:mod:`.load`), the report and its plot (:mod:`.report`, :mod:`.plot`), what was asked
+(:mod:`.options`), one run (:mod:`.run`) and the backend comparison (:mod:`.compare`). The names below
+load on first use, so ``msmlp.bench.options`` (what ``--help`` is built from) imports nothing heavy."""
 
 from __future__ import annotations
 
-from msmlp.bench.load import ConcurrencyStats, check_service, load_batcher, load_service
-from msmlp.bench.profile import profile_layers
-from msmlp.bench.report import format_compare, format_concurrency, format_profile, format_table, write_report
-from msmlp.bench.run import BenchOptions, run_benchmark
-from msmlp.bench.timing import LatencyStats, make_batch, matmul_peak, summarize, time_batches
+from msmlp.lazy import lazy_exports
 
-__all__ = [
-    "BenchOptions",
-    "ConcurrencyStats",
-    "LatencyStats",
-    "check_service",
-    "format_compare",
-    "format_concurrency",
-    "format_profile",
-    "format_table",
-    "load_batcher",
-    "load_service",
-    "make_batch",
-    "matmul_peak",
-    "profile_layers",
-    "run_benchmark",
-    "summarize",
-    "time_batches",
-    "write_report",
-]
+_LAZY = {
+    "BenchOptions": "msmlp.bench.options",
+    "ConcurrencyStats": "msmlp.bench.load",
+    "LatencyStats": "msmlp.bench.timing",
+    "check_service": "msmlp.bench.load",
+    "format_compare": "msmlp.bench.report",
+    "format_concurrency": "msmlp.bench.report",
+    "format_profile": "msmlp.bench.report",
+    "format_table": "msmlp.bench.report",
+    "load_batcher": "msmlp.bench.load",
+    "load_service": "msmlp.bench.load",
+    "make_batch": "msmlp.bench.timing",
+    "matmul_peak": "msmlp.bench.timing",
+    "profile_layers": "msmlp.bench.profile",
+    "run_benchmark": "msmlp.bench.run",
+    "summarize": "msmlp.bench.timing",
+    "time_batches": "msmlp.bench.timing",
+    "write_report": "msmlp.bench.report",
+}
+
+__all__ = sorted(_LAZY)
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

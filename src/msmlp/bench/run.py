@@ -7,11 +7,12 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from msmlp.bench.load import load_batcher, load_service
+from msmlp.bench.options import BenchOptions
 from msmlp.bench.profile import profile_layers
 from msmlp.bench.report import host_info
 from msmlp.bench.timing import check_batches, time_batches
@@ -20,33 +21,14 @@ from msmlp.log import logger
 from msmlp.runtime import BACKENDS, open_backend
 from msmlp.runtime.base import Backend
 
-
-@dataclass
-class BenchOptions:
-    """What ``msmlp bench`` was asked; ``None`` means the default."""
-
-    model: str | None = None
-    weights: str | Path | None = None
-    seed: int = 0
-    onnx: str | Path | None = None
-    engine: str | Path | None = None
-    url: str | None = None
-    onnx_dir: str | Path | None = None  # --compare: an msmlp-export output folder
-    backend: str = "auto"
-    precision: str | None = None  # None (fp32) or "bf16": OpenVINO hint / PyTorch autocast
-    batches: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
-    warmup: int = 3
-    iters: int | None = 20
-    duration_s: float | None = None
-    threads: int | None = None
-    providers: Any = None  # ONNX Runtime: None (CPU), "auto", or names
-    concurrency: int | None = None
-    requests: int | None = None
-    max_delay_ms: float = 2.0
-    profile: bool = False
-    compare: bool = False
-    int8: bool = False  # --compare --model: also export and compare an INT8 graph
-    progress: bool = True
+__all__ = [
+    "BenchOptions",
+    "check_options",
+    "export_temp_onnx",
+    "open_target",
+    "run_benchmark",
+    "torch_threads",
+]
 
 
 def run_benchmark(opts: BenchOptions) -> dict[str, Any]:

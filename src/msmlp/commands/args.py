@@ -11,6 +11,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from msmlp.optionspec import parse_providers
+
+__all__ = ["BACKEND_CHOICES", "add_backend_args", "add_source_args", "open_source", "parse_providers"]
+
 BACKEND_CHOICES = ("auto", "pytorch", "onnxruntime", "openvino", "tensorrt")
 
 
@@ -59,13 +63,6 @@ def add_backend_args(p: argparse.ArgumentParser) -> None:
         metavar="P[,P]",
         help="ONNX Runtime execution providers: cpu (default), cuda, tensorrt, or auto (GPU when present)",
     )
-
-
-def parse_providers(text: str | None) -> Any:
-    """``--providers``: None (CPU), "auto", or a list of names for ONNX Runtime."""
-    if not text:
-        return None
-    return "auto" if text.strip() == "auto" else [p.strip() for p in text.split(",") if p.strip()]
 
 
 def open_source(args: argparse.Namespace) -> Any:

@@ -23,9 +23,10 @@ Examples:
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
+from msmlp.bench.options import BenchOptions  # light: declarations only
 from msmlp.commands.args import add_backend_args, add_source_args
+from msmlp.optionspec import add_options, from_args
 
 HELP = "latency/throughput per batch size, per-layer profile, concurrent load, backend comparison"
 
@@ -33,43 +34,12 @@ HELP = "latency/throughput per batch size, per-layer profile, concurrent load, b
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_source_args(p, url=True, required=False)
     add_backend_args(p)
-    p.add_argument("--batch", default="1,2,4,8", metavar="N,N", help="batch sizes (default: 1,2,4,8)")
-    p.add_argument("--warmup", type=int, default=3, metavar="N", help="warm-up calls per size (default: 3)")
-    runs = p.add_mutually_exclusive_group()
-    runs.add_argument(
-        "--iters", type=int, default=20, metavar="N", help="timed calls (--compare: rounds) per size (20)"
-    )
-    runs.add_argument("--duration-s", type=float, metavar="S", help="time each size for S seconds instead")
-    p.add_argument("--concurrency", type=int, metavar="N", help="also run N concurrent clients")
-    p.add_argument(
-        "--requests", type=int, metavar="N", help="requests in concurrency mode (default: 8 per client)"
-    )
-    p.add_argument(
-        "--max-delay-ms",
-        type=float,
-        default=2.0,
-        metavar="MS",
-        help="batcher window in concurrency mode (2 ms)",
-    )
-    p.add_argument("--profile", action="store_true", help="per-layer profile at the largest batch size")
-    cmp = p.add_argument_group("backend comparison")
-    cmp.add_argument(
-        "--compare",
-        action="store_true",
-        help="every installed backend x precision on the same real images, one interleaved run "
-        "(with --model or --onnx-dir)",
-    )
-    cmp.add_argument("--onnx-dir", type=Path, metavar="DIR", help="msmlp-export output folder for --compare")
-    cmp.add_argument(
-        "--int8", action="store_true", help="--compare --model: also export and compare an INT8 Q/DQ graph"
-    )
+    add_options(p, BenchOptions)
     p.add_argument("--out", default="bench_out", metavar="DIR", help="folder for bench.json/bench.png")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     from msmlp.bench import (
-        BenchOptions,
         format_compare,
         format_concurrency,
         format_profile,
@@ -77,35 +47,8 @@ def run(args: argparse.Namespace) -> int:
         run_benchmark,
         write_report,
     )
-    from msmlp.commands import check_positive, parse_int_list
-    from msmlp.commands.args import parse_providers
 
-    if args.threads is not None:
-        check_positive(args.threads, "--threads")
-    opts = BenchOptions(
-        model=args.model,
-        weights=args.weights,
-        seed=args.seed,
-        onnx=args.onnx,
-        engine=args.engine,
-        url=args.url,
-        onnx_dir=args.onnx_dir,
-        backend=args.backend,
-        precision={"f32": None}.get(args.precision, args.precision),
-        batches=parse_int_list(args.batch, "--batch") or [],
-        warmup=args.warmup,
-        iters=args.iters,
-        duration_s=args.duration_s,
-        threads=args.threads,
-        providers=parse_providers(args.providers),
-        concurrency=args.concurrency,
-        requests=args.requests,
-        max_delay_ms=args.max_delay_ms,
-        profile=args.profile,
-        compare=args.compare,
-        int8=args.int8,
-        progress=not args.no_progress,
-    )
+    opts = from_args(BenchOptions, args)
     report = run_benchmark(opts)
     backend = report.get("backend") or {}
     if report.get("compare"):

@@ -1,12 +1,22 @@
 """``msmlp-export`` as steps: build -> export -> check -> verify -> FP16 / INT8 / BF16 -> engine.
 
 It sits above ``runtime`` and ``verify`` (every artefact is verified on a backend before it is kept),
-which is why it is not inside ``export/``: ``export/`` holds the graph transforms themselves.
+which is why it is not inside ``exporters/``: ``exporters/`` holds the graph transforms themselves.
+The names below load on first use, so ``msmlp.pipeline.options`` (what ``--help`` is built from)
+imports nothing heavy.
 """
 
 from __future__ import annotations
 
-from msmlp.pipeline.options import ExportOptions, check_options
-from msmlp.pipeline.run import ExportResult, run_export
+from msmlp.lazy import lazy_exports
 
-__all__ = ["ExportOptions", "ExportResult", "check_options", "run_export"]
+_LAZY = {
+    "ExportOptions": "msmlp.pipeline.options",
+    "check_options": "msmlp.pipeline.options",
+    "ExportResult": "msmlp.pipeline.state",
+    "run_export": "msmlp.pipeline.run",
+}
+
+__all__ = sorted(_LAZY)
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -1,4 +1,5 @@
-"""What ``msmlp-export`` was asked to do, validated before any long work starts."""
+"""What ``msmlp-export`` was asked to do, declared once (CLI flags, options object, API keywords) and
+validated before any long work starts. Imports nothing heavy: ``msmlp-export --help`` is built from it."""
 
 from __future__ import annotations
 
@@ -6,9 +7,13 @@ import os
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from msmlp.errors import ExportError, InputError
-from msmlp.models.config import DeployConfig
+from msmlp.optionspec import check_choices, option, parse_batch
+
+if TYPE_CHECKING:
+    from msmlp.models.config import DeployConfig
 
 CALIB_METHODS = ("max", "entropy")
 INT8_TARGETS = ("cpu", "tensorrt")
@@ -20,37 +25,122 @@ MAX_CALIB_SIZE = 4096
 TENSORRT_MISSING = "TensorRT is not installed (pip install 'msmlp[tensorrt]' on a machine with an NVIDIA GPU)"
 
 
+REDUCED = "reduced precision"
+ENGINE = "TensorRT engine"
+
+
 @dataclass(frozen=True)
 class ExportOptions:
-    """What ``msmlp-export`` was asked to do; ``None`` means the default."""
+    """What ``msmlp-export`` was asked to do; ``None`` means the default. Each field is declared once:
+    its flag, help and conversion give the CLI (:func:`msmlp.optionspec.add_options`) and the keywords of
+    :func:`msmlp.export` too."""
 
-    model: str
-    weights: Path | None = None
-    out: Path | None = None
-    batch: tuple[int, int, int] | None = None
-    opset: int = 17
-    images: Path | None = None  # verification images; default: the built-in sample photos
-    fp16: bool = False
-    int8: bool = False
-    bf16: bool | None = None  # verify on OpenVINO BF16 too; None: where OpenVINO and the CPU support it
-    calib: Path | None = None  # calibration images; default: the built-in sample photos
-    calib_size: int = 32
-    calib_method: str = "max"
-    keep_fp32: tuple[str, ...] = ()
-    int8_target: str | None = (
-        None  # Q/DQ placement: "cpu" or "tensorrt"; None: tensorrt if an engine is built
+    model: str = option(metavar="NAME", help="registered model name (`msmlp models` lists them)")
+    weights: Path | None = option(
+        None, type=Path, metavar="PATH", help="checkpoint file (state dict, or under 'model'/'state_dict')"
     )
-    target_cosine: float | None = (
-        None  # INT8: keep layer groups in high precision to meet this held-out cosine
+    out: Path | None = option(None, type=Path, metavar="DIR", help="output folder (default: out/<model>)")
+    batch: tuple[int, int, int] | None = option(
+        None,
+        parse=parse_batch,
+        metavar="MIN,OPT,MAX",
+        help="batch profile for the graph metadata and the engine (default 1,8,64)",
     )
-    shift: str = "slice"
-    engine: bool = False  # require the TensorRT engine step
-    workspace_gib: float = 4.0
-    opt_level: int = 3
-    timing_cache: Path | None = None
-    plugins: tuple[Path, ...] = ()
-    seed: int = 0
-    reuse: bool = True  # reuse an identical verified model.onnx from an earlier run
+    opset: int = option(17, type=int, metavar="N", help="ONNX opset, 17..20 (default 17)")
+    images: Path | None = option(
+        None, type=Path, metavar="DIR", help="verification images (default: the built-in sample photos)"
+    )
+    seed: int = option(
+        0, type=int, metavar="N", help="seed for synthetic weights and augmented views (default 0)"
+    )
+    shift: str = option(
+        "slice",
+        choices=SHIFT_FORMS,
+        help="how shifts are written: slice (Slice/Concat, runs everywhere; default) or plugin (one TensorRT "
+        "plugin node per shift, for GPU engines; verified here through its Slice/Concat lowering)",
+    )
+    reuse: bool = option(
+        True,
+        kind="negated",
+        flag="--no-reuse",
+        help="re-export model.onnx even when an identical verified one is already in --out",
+    )
+    bf16: bool | None = option(
+        None,
+        kind="tristate",
+        group=REDUCED,
+        exclusive="bf16",
+        help="require BF16 verification on OpenVINO (default: done where OpenVINO and the CPU support it)",
+        negative_help="skip the BF16 verification",
+    )
+    fp16: bool = option(
+        False, kind="flag", group=REDUCED, help="also write model.fp16.onnx (ModelOpt AutoCast)"
+    )
+    int8: bool = option(
+        False, kind="flag", group=REDUCED, help="also write model.int8.onnx (ModelOpt PTQ, explicit Q/DQ)"
+    )
+    calib: Path | None = option(
+        None,
+        type=Path,
+        metavar="DIR",
+        group=REDUCED,
+        help="calibration images (default: the built-in sample photos)",
+    )
+    calib_size: int = option(32, type=int, metavar="N", group=REDUCED, help="calibration inputs (default 32)")
+    calib_method: str = option(
+        "max", choices=CALIB_METHODS, group=REDUCED, help="INT8 calibration method (default max)"
+    )
+    int8_target: str | None = option(
+        None,
+        choices=INT8_TARGETS,
+        group=REDUCED,
+        help="where the INT8 graph runs: cpu places Q/DQ only on MatMul/Gemm/Conv inputs (fastest on "
+        "OpenVINO and ONNX Runtime); tensorrt places them as ModelOpt does for TensorRT (default: tensorrt "
+        "when an engine is built here, else cpu)",
+    )
+    keep_fp32: tuple[str, ...] = option(
+        (),
+        kind="repeat",
+        metavar="NAME_OR_OPTYPE",
+        group=REDUCED,
+        help="node name or op type to keep in FP32 (repeatable)",
+    )
+    target_cosine: float | None = option(
+        None,
+        type=float,
+        metavar="COS",
+        group=REDUCED,
+        help="with --int8: keep the layer groups INT8 hurts most in high precision until the held-out cosine "
+        "(worst sample vs FP32) reaches COS, e.g. 0.9995; greedy by accuracy gained per GMAC, at most 8 "
+        "configurations tried (each timed at batch 8 on ONNX Runtime CPU), one calibration reused; the "
+        "choice and the trade-off table go into model.json, the plot into int8_tradeoff.png",
+    )
+    engine: bool = option(
+        False, kind="flag", group=ENGINE, help="require the engine: fail if TensorRT is unavailable"
+    )
+    workspace_gib: float = option(
+        4.0,
+        flag="--workspace",
+        type=float,
+        metavar="GIB",
+        group=ENGINE,
+        help="builder workspace limit (default 4)",
+    )
+    opt_level: int = option(
+        3, type=int, metavar="N", group=ENGINE, help="builder optimisation level 0..5 (default 3)"
+    )
+    timing_cache: Path | None = option(
+        None, type=Path, metavar="PATH", group=ENGINE, help="timing cache file to load and save"
+    )
+    plugins: tuple[Path, ...] = option(
+        (),
+        flag="--plugin",
+        kind="repeat",
+        type=Path,
+        metavar="LIB",
+        group=ENGINE,
+        help="plugin library to load (repeatable)",
+    )
 
     @property
     def out_dir(self) -> Path:
@@ -71,12 +161,7 @@ def check_options(opts: ExportOptions) -> ExportOptions:
     config = get_config(opts.model)  # unknown model: one clear line with the closest names
     check_opset(opts.opset)
     batch = check_profile(opts.batch) if opts.batch is not None else default_batch(config)
-    if opts.calib_method not in CALIB_METHODS:
-        raise InputError(f"--calib-method {opts.calib_method!r} is not one of {', '.join(CALIB_METHODS)}")
-    if opts.int8_target is not None and opts.int8_target not in INT8_TARGETS:
-        raise InputError(f"--int8-target {opts.int8_target!r} is not one of {', '.join(INT8_TARGETS)}")
-    if opts.shift not in SHIFT_FORMS:
-        raise InputError(f"--shift {opts.shift!r} is not one of {', '.join(SHIFT_FORMS)}")
+    check_choices(opts)
     size = opts.calib_size
     if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_CALIB_SIZE:
         raise InputError(f"--calib-size {size!r} must be an integer in 1..{MAX_CALIB_SIZE}")

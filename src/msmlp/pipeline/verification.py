@@ -15,15 +15,15 @@ from msmlp.pipeline.options import VERIFY_BATCH
 from msmlp.verify import VerifyReport, verify, write_report
 
 if TYPE_CHECKING:
-    from msmlp.pipeline.run import _Run
+    from msmlp.pipeline.state import RunState
     from msmlp.runtime.base import Backend
 
 
 def verify_onnx(
-    run: _Run, stage: Path, final: Path, precision: str, images: Sequence[Path], note: str
+    run: RunState, stage: Path, final: Path, precision: str, images: Sequence[Path], note: str
 ) -> VerifyReport:
     """The staged graph on ONNX Runtime CPU (a plugin graph through its Slice/Concat lowering)."""
-    from msmlp.pipeline.run import describe_stage
+    from msmlp.pipeline.staging import describe_stage
     from msmlp.runtime.ort import OnnxRuntimeBackend
 
     target = stage
@@ -39,12 +39,18 @@ def verify_onnx(
 
 
 def verify_openvino(
-    run: _Run, onnx: Path, images: Sequence[Path], key: str, tolerance: str, hint: str | None, note: str = ""
+    run: RunState,
+    onnx: Path,
+    images: Sequence[Path],
+    key: str,
+    tolerance: str,
+    hint: str | None,
+    note: str = "",
 ) -> VerifyReport:
     """A committed graph on OpenVINO (``hint``: its inference precision, ``bf16`` or None for exact),
     judged by the tolerance of ``tolerance``; the report goes to ``verify_<key>.json`` and is returned
     even when it failed (the caller decides what a failure means for this variant)."""
-    from msmlp.pipeline.run import describe_stage
+    from msmlp.pipeline.staging import describe_stage
     from msmlp.runtime.openvino import OpenVINOBackend
 
     candidate = OpenVINOBackend(onnx, inference_precision=hint, artifact=describe_stage(run, onnx, tolerance))
@@ -70,7 +76,7 @@ def openvino_status(bf16: bool) -> tuple[bool, str]:
     return bf16_support() if bf16 else (True, "OpenVINO installed")
 
 
-def verify_engine(run: _Run, plan: Path, precision: str) -> VerifyReport:
+def verify_engine(run: RunState, plan: Path, precision: str) -> VerifyReport:
     from msmlp.pipeline.images import int8_image_split, verification_images
     from msmlp.runtime.trt import TensorRTBackend
 
@@ -84,7 +90,9 @@ def verify_engine(run: _Run, plan: Path, precision: str) -> VerifyReport:
     return finish_report(report, plan.parent / f"verify_{precision}_engine.json")
 
 
-def _verify(run: _Run, candidate: Backend, images: Sequence[Path], precision: str, note: str) -> VerifyReport:
+def _verify(
+    run: RunState, candidate: Backend, images: Sequence[Path], precision: str, note: str
+) -> VerifyReport:
     from msmlp.runtime.torch_backend import TorchBackend
 
     with TorchBackend(run.model, config=run.config) as reference, candidate:

@@ -1,0 +1,75 @@
+"""What ``msmlp bench`` was asked, declared once: each field gives its CLI flag (or names the shared
+group in :mod:`msmlp.commands.args` it comes from), the options object and its conversion from text.
+Imports nothing heavy: ``msmlp bench --help`` is built from it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from msmlp.optionspec import option, parse_int_list, parse_providers
+
+COMPARE = "backend comparison"
+
+
+def _f32_is_none(text: str) -> str | None:
+    """``--precision f32`` is the default precision (None); ``bf16`` is the hint."""
+    return None if text == "f32" else text
+
+
+@dataclass
+class BenchOptions:
+    """What ``msmlp bench`` was asked; ``None`` means the default."""
+
+    # the source and backend groups, shared with other commands (commands/args.py)
+    model: str | None = option(None, kind="shared")
+    weights: str | Path | None = option(None, kind="shared")
+    seed: int = option(0, kind="shared")
+    onnx: str | Path | None = option(None, kind="shared")
+    engine: str | Path | None = option(None, kind="shared")
+    url: str | None = option(None, kind="shared")
+    backend: str = option("auto", kind="shared")
+    precision: str | None = option(None, kind="shared", parse=_f32_is_none)  # None (fp32) or "bf16"
+    threads: int | None = option(None, kind="shared")
+    providers: Any = option(None, kind="shared", parse=parse_providers)  # None (CPU), "auto", or names
+    # bench's own options
+    batches: list[int] = option(
+        factory=lambda: [1, 2, 4, 8],
+        flag="--batch",
+        parse=lambda text: parse_int_list(text, "--batch"),
+        metavar="N,N",
+        help="batch sizes (default: 1,2,4,8)",
+    )
+    warmup: int = option(3, type=int, metavar="N", help="warm-up calls per size (default: 3)")
+    iters: int | None = option(
+        20, type=int, metavar="N", exclusive="runs", help="timed calls (--compare: rounds) per size (20)"
+    )
+    duration_s: float | None = option(
+        None, type=float, metavar="S", exclusive="runs", help="time each size for S seconds instead"
+    )
+    concurrency: int | None = option(None, type=int, metavar="N", help="also run N concurrent clients")
+    requests: int | None = option(
+        None, type=int, metavar="N", help="requests in concurrency mode (default: 8 per client)"
+    )
+    max_delay_ms: float = option(
+        2.0, type=float, metavar="MS", help="batcher window in concurrency mode (2 ms)"
+    )
+    profile: bool = option(False, kind="flag", help="per-layer profile at the largest batch size")
+    compare: bool = option(
+        False,
+        kind="flag",
+        group=COMPARE,
+        help="every installed backend x precision on the same real images, one interleaved run "
+        "(with --model or --onnx-dir)",
+    )
+    onnx_dir: str | Path | None = option(
+        None, type=Path, metavar="DIR", group=COMPARE, help="msmlp-export output folder for --compare"
+    )
+    int8: bool = option(
+        False,
+        kind="flag",
+        group=COMPARE,
+        help="--compare --model: also export and compare an INT8 Q/DQ graph",
+    )
+    progress: bool = option(True, kind="negated", flag="--no-progress", help="no progress bar")

@@ -1,0 +1,44 @@
+"""What one export run carries from step to step, and what it returns: its own module, so that the
+steps, the staging and the verification all import it and none of them imports another's orchestration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from msmlp.manifest import Manifest
+from msmlp.pipeline.options import ExportOptions
+from msmlp.pipeline.progress import Progress
+from msmlp.verify import VerifyReport
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+    from msmlp.models.config import DeployConfig
+
+
+@dataclass
+class ExportResult:
+    out: Path
+    artifacts: dict[str, Path] = field(default_factory=dict)
+    reports: dict[str, VerifyReport] = field(default_factory=dict)
+    reused: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # step -> why
+    manifest: Manifest | None = None
+
+
+@dataclass
+class RunState:
+    """The checked options, the model being exported and where its results go."""
+
+    opts: ExportOptions
+    model: nn.Module
+    config: DeployConfig
+    manifest: Manifest
+    progress: Progress
+    result: ExportResult
+
+    @property
+    def out(self) -> Path:
+        return self.result.out
