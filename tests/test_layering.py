@@ -50,8 +50,10 @@ PEER_IMPORTS: set[tuple[str, str]] = {
     ("__init__", "errors"),  # the package root re-exports the error classes
     ("__init__", "lazy"),  # ... and loads its other names on first use
     ("optionspec", "errors"),  # a bad option value is an InputError
+    ("hostcpu", "errors"),  # an unknown MSMLP_CPU_MASK name is an InputError
     ("manifest", "artifacts"),  # the writer of model.json reuses its reader's names
     ("diagnose", "verify"),  # diagnosis builds on verification's comparison
+    ("evaluate", "diagnose"),  # eval takes its candidates the way compare-layers does
 }
 
 
