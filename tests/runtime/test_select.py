@@ -146,7 +146,7 @@ def test_int8_graph_needs_its_openvino_verification(tmp_path):
         (TensorInfo("input", (-1, 3, 8, 8)),),
         (TensorInfo("logits", (-1, 10)),),
     )
-    available = {"onnxruntime", "openvino", "bf16"}
+    available = {"onnxruntime", "openvino", "openvino+bf16"}
     verified = {"int8": PASSED, "int8_openvino": {**PASSED, "backend": "openvino", "hint": "bf16"}}
     pick = lambda rec: sel.choose(info, available, {}, recorded=rec)[0]  # noqa: E731
     assert (pick(verified).backend, pick(verified).hint) == ("openvino", "bf16")

@@ -11,9 +11,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-BACKEND_CHOICES = ("auto", "pytorch", "onnxruntime", "openvino", "tensorrt")
-
-
 def add_source_args(
     p: argparse.ArgumentParser, *, engine: bool = True, url: bool = False, required: bool = True
 ) -> None:
@@ -38,11 +35,13 @@ def add_source_args(
 
 
 def add_backend_args(p: argparse.ArgumentParser) -> None:
-    """--backend, --precision, --threads, --providers."""
+    """--backend (its choices read the backend table when parsed), --precision, --threads, --providers."""
+    from msmlp.runtime.registry import BackendChoices
+
     g = p.add_argument_group("backend")
     g.add_argument(
         "--backend",
-        choices=BACKEND_CHOICES,
+        choices=BackendChoices(),
         default="auto",
         help="runtime: auto (default: the fastest verified CPU backend for an ONNX graph, PyTorch for "
         "--model, TensorRT for --engine) or a backend name, which always wins",
@@ -51,7 +50,8 @@ def add_backend_args(p: argparse.ArgumentParser) -> None:
         "--precision",
         choices=("f32", "bf16"),
         default=None,
-        help="inference precision hint for OpenVINO (bf16 needs AMX or AVX-512 BF16) and PyTorch (bf16 autocast)",
+        help="inference precision hint for the backends that take one (bf16 needs AMX or AVX-512 BF16; "
+        "PyTorch runs it as bf16 autocast)",
     )
     g.add_argument("--threads", type=int, metavar="N", help="intra-op threads (default: one per core)")
     g.add_argument(

@@ -41,6 +41,7 @@ from msmlp.log import logger
 if TYPE_CHECKING:  # never imported at run time; lets shared/tools/trt_api_names.py check this file
     import tensorrt as trt  # noqa: F401
 from msmlp.runtime.base import Backend, BackendInfo
+from msmlp.runtime.registry import BackendSpec, Probe, Request, Rows, Sources
 
 
 @dataclass
@@ -363,3 +364,38 @@ class TensorRTBackend(Backend):
                 f"{self.name}: batch {shape[0]} is outside the engine's profile {lo}..{hi}; "
                 "split the batch or rebuild with a wider --batch MIN,OPT,MAX"
             )
+
+
+# ------------------------------------------------------------------------------------------ table
+
+
+def _open(request: Request) -> Backend:
+    return TensorRTBackend(request.source)
+
+
+def _compare_rows(sources: Sources, skipped: dict[str, str]) -> Rows:
+    """One row per plan in the folder, where a CUDA GPU is present."""
+    if not sources.plans:
+        return []
+    try:
+        import tensorrt  # noqa: F401
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ImportError("no CUDA GPU")
+    except (ImportError, OSError) as exc:  # OSError: bindings without their shared library
+        skipped["tensorrt"] = f"{len(sources.plans)} plan(s) found but TensorRT cannot run here ({exc})"
+        return []
+    return [(f"tensorrt {p.stem}", TensorRTBackend(p)) for p in sources.plans]
+
+
+SPEC = BackendSpec(
+    name="tensorrt",
+    title="TensorRT",
+    probe=Probe("tensorrt", "pip install tensorrt"),
+    opens=frozenset({"plan"}),
+    factory=_open,
+    compare_rows=_compare_rows,
+    plugin_nodes=True,
+    distributions=("tensorrt",),
+)
