@@ -18,12 +18,19 @@ from msmlp.artifacts import ONNX_FILES, read_artifact
 from msmlp.errors import ExportError, MissingDependencyError, MsmlpError
 from msmlp.exporters.check import CheckReport, check_graph
 from msmlp.log import logger
-from msmlp.manifest import Manifest
+from msmlp.manifest import Manifest, tool_versions
 from msmlp.models.config import DeployConfig
 from msmlp.pipeline.images import calibration_key, int8_image_split, verification_images
 from msmlp.pipeline.options import TENSORRT_MISSING, ExportOptions, check_options, tensorrt_status
 from msmlp.pipeline.progress import Progress
-from msmlp.pipeline.verification import openvino_status, verify_engine, verify_onnx, verify_openvino
+from msmlp.pipeline.verification import (
+    backend_verifications,
+    usable_hint,
+    verify_engine,
+    verify_on,
+    verify_onnx,
+)
+from msmlp.runtime.registry import distributions
 from msmlp.verify import VerifyReport
 
 
@@ -61,17 +68,21 @@ def run_export(options: ExportOptions) -> ExportResult:
     model = load_for_deploy(opts.model, opts.weights, opts.seed)
     config: DeployConfig = model.deploy_config
     manifest = Manifest.open(
-        out, model=opts.model, config=config, weights=model.weights_info, opset=opts.opset, batch=opts.batch
+        out,
+        model=opts.model,
+        config=config,
+        weights=model.weights_info,
+        opset=opts.opset,
+        batch=opts.batch,
+        versions=tool_versions(distributions()),
     )
     result.manifest = manifest
     reuse = opts.reuse and _reusable_fp32(manifest, opts)
-    bf16 = opts.bf16 is not False and opts.shift == "slice"
-    run = _Run(opts, model, config, manifest, Progress(plan_steps(opts, reuse, bf16)), result)
+    run = _Run(opts, model, config, manifest, Progress(plan_steps(opts, reuse)), result)
     with run.progress.step("build", f"build {opts.model}") as step:
         step["detail"] = _weights_text(model.weights_info)
     export_fp32(run, reuse)
-    if bf16:
-        bf16_step(run)
+    backend_steps(run, "fp32", verification_images(opts.images))
     if opts.fp16:
         fp16_step(run)
     if opts.int8:
@@ -82,12 +93,15 @@ def run_export(options: ExportOptions) -> ExportResult:
     return result
 
 
-def plan_steps(opts: ExportOptions, reuse: bool, bf16: bool) -> list[str]:
+def plan_steps(opts: ExportOptions, reuse: bool) -> list[str]:
     """The step keys in order; the progress total is their count."""
-    steps = ["build", *(["reuse"] if reuse else ["export", "check", "verify_fp32"])]
-    steps += ["verify_bf16"] if bf16 else []
-    steps += ["fp16", "verify_fp16"] if opts.fp16 else []
-    steps += ["calibrate", "int8", "verify_int8", "verify_int8_openvino"] if opts.int8 else []
+
+    def on_backends(graph: str) -> list[str]:
+        return [f"verify_{check.key}" for _, check in backend_verifications(opts, graph)]
+
+    steps = ["build", *(["reuse"] if reuse else ["export", "check", "verify_fp32"]), *on_backends("fp32")]
+    steps += ["fp16", "verify_fp16", *on_backends("fp16")] if opts.fp16 else []
+    steps += ["calibrate", "int8", "verify_int8", *on_backends("int8")] if opts.int8 else []
     return [*steps, "engine"]
 
 
@@ -137,40 +151,24 @@ def export_fp32(run: _Run, reuse: bool) -> None:
         commit(run, stage, final, "fp32", check, report, {"shift": opts.shift})
 
 
-def bf16_step(run: _Run) -> None:
-    """Verify ``model.onnx`` on OpenVINO with the BF16 hint (the fast CPU path). Skipped, and said, where
-    OpenVINO or the CPU cannot; a failure is recorded (so ``--backend auto`` never picks it) and only
-    fails the export when ``--bf16`` asked for BF16."""
-    with run.progress.step("verify_bf16", "verify BF16 against PyTorch (OpenVINO, bf16 hint)") as step:
-        ok, why = openvino_status(bf16=True)
-        if not ok:
-            if run.opts.bf16:
-                raise MissingDependencyError(f"--bf16 was given but BF16 cannot run here: {why}")
-            run.result.skipped["bf16"] = why
-            step["detail"] = f"skipped: {why}"
-            return
-        onnx = run.out / ONNX_FILES["fp32"]
-        report = verify_openvino(run, onnx, verification_images(run.opts.images), "bf16", "bf16", "bf16")
-        _record_variant(run, "bf16", report, "bf16", required=bool(run.opts.bf16))
-        step["detail"] = verdict(report)
-
-
-def int8_openvino_step(run: _Run, held_out: Sequence[Path], note: str) -> None:
-    """Verify ``model.int8.onnx`` on OpenVINO (non-quantized ops in BF16 where the CPU has it), the
-    candidate ``--backend auto`` prefers for INT8 graphs; recorded, never fatal (ORT verified the file)."""
-    with run.progress.step(
-        "verify_int8_openvino", "verify INT8 on OpenVINO against PyTorch FP32 (held out)"
-    ) as step:
-        ok, why = openvino_status(bf16=False)
-        if not ok:
-            run.result.skipped["int8_openvino"] = why
-            step["detail"] = f"skipped: {why}"
-            return
-        hint = "bf16" if run.opts.bf16 is not False and openvino_status(bf16=True)[0] else None
-        int8 = run.out / ONNX_FILES["int8"]
-        report = verify_openvino(run, int8, held_out, "int8_openvino", "int8", hint, note)
-        _record_variant(run, "int8_openvino", report, hint or "f32", required=False)
-        step["detail"] = verdict(report)
+def backend_steps(run: _Run, graph: str, images: Sequence[Path], note: str = "") -> None:
+    """Verify the committed ``graph`` on each backend the table lists a verification for (OpenVINO's
+    BF16 and INT8 paths, the candidates ``--backend auto`` prefers). Skipped, and said, where the backend
+    or the CPU cannot; a failure is recorded (so ``--backend auto`` never picks it) and only fails the
+    export for a BF16 verification that ``--bf16`` asked for."""
+    for spec, check in backend_verifications(run.opts, graph):
+        with run.progress.step(f"verify_{check.key}", check.title) as step:
+            ok, hint, why = usable_hint(spec, check, run.opts)
+            if not ok:
+                if check.bf16 and run.opts.bf16:
+                    raise MissingDependencyError(f"--bf16 was given but BF16 cannot run here: {why}")
+                run.result.skipped[check.key] = why
+                step["detail"] = f"skipped: {why}"
+                continue
+            report = verify_on(run, spec, check, run.out / ONNX_FILES[graph], images, hint, note)
+            required = check.bf16 and bool(run.opts.bf16)
+            _record_variant(run, check.key, report, hint or "f32", required=required)
+            step["detail"] = verdict(report)
 
 
 def _record_variant(run: _Run, key: str, report: VerifyReport, hint: str, *, required: bool) -> None:
@@ -201,6 +199,7 @@ def fp16_step(run: _Run) -> None:
         ),
         ("verify FP16 against PyTorch FP32", verification_images(run.opts.images), ""),
     )
+    backend_steps(run, "fp16", verification_images(run.opts.images))
 
 
 def int8_step(run: _Run) -> None:
@@ -262,7 +261,7 @@ def int8_step(run: _Run) -> None:
         ),
         ("verify INT8 against PyTorch FP32 on held-out images", held_out, note),
     )
-    int8_openvino_step(run, held_out, note)
+    backend_steps(run, "int8", held_out, note)
 
 
 def reduced_precision_step(
