@@ -13,7 +13,7 @@ import pytest
 import msmlp
 from msmlp.exporters.onnx import export_onnx
 from msmlp.manifest import Manifest
-from msmlp.runtime import open_backend
+from msmlp.runtime import open_backend, registry
 from msmlp.runtime import select as sel
 from msmlp.runtime.openvino import OpenVINOBackend, bf16_support
 from msmlp.runtime.ort import OnnxRuntimeBackend
@@ -104,8 +104,10 @@ def test_unverified_graph_keeps_its_own_precision(exported, caplog):
 
 def uninstall(monkeypatch, module: str) -> None:
     """Make the backend selection see ``module`` as not installed."""
-    real = sel.importlib.util.find_spec
-    monkeypatch.setattr(sel.importlib.util, "find_spec", lambda name: None if name == module else real(name))
+    real = registry.importlib.util.find_spec  # the table's probes are the one "is it installed" check
+    monkeypatch.setattr(
+        registry.importlib.util, "find_spec", lambda name: None if name == module else real(name)
+    )
 
 
 def test_without_onnxruntime_an_unverified_graph_runs_openvino_f32(exported, caplog, monkeypatch):

@@ -9,7 +9,6 @@ never lower, and the log says it is unverified.
 
 from __future__ import annotations
 
-import importlib.util  # noqa: F401  (tests hide a backend module through importlib.util.find_spec)
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
