@@ -8,8 +8,33 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+
+class BackendChoices(Sequence[str]):
+    """``--backend`` choices that read the backend table only when argparse checks or prints them: a
+    backend registered after the parser was built is a valid choice, and building the parser (every
+    command's ``--help``) imports no backend."""
+
+    def _names(self) -> tuple[str, ...]:
+        from msmlp.runtime.registry import backend_names
+
+        return backend_names()
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._names()[index]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
 
 def add_source_args(
     p: argparse.ArgumentParser, *, engine: bool = True, url: bool = False, required: bool = True
@@ -36,15 +61,14 @@ def add_source_args(
 
 def add_backend_args(p: argparse.ArgumentParser) -> None:
     """--backend (its choices read the backend table when parsed), --precision, --threads, --providers."""
-    from msmlp.runtime.registry import BackendChoices
-
     g = p.add_argument_group("backend")
     g.add_argument(
         "--backend",
         choices=BackendChoices(),
+        metavar="NAME",  # argparse would list the choices while building the parser otherwise
         default="auto",
-        help="runtime: auto (default: the fastest verified CPU backend for an ONNX graph, PyTorch for "
-        "--model, TensorRT for --engine) or a backend name, which always wins",
+        help="runtime, one of %(choices)s: auto (default: the fastest verified CPU backend for an ONNX "
+        "graph, PyTorch for --model, TensorRT for --engine) or a backend name, which always wins",
     )
     g.add_argument(
         "--precision",

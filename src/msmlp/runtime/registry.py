@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -198,23 +198,6 @@ def get_spec(name: str) -> BackendSpec:
 def backend_names() -> tuple[str, ...]:
     """``auto`` and every backend's name: the ``--backend`` choices."""
     return ("auto", *(s.name for s in backend_specs()))
-
-
-class BackendChoices(Sequence[str]):
-    """``--backend`` choices that read the table when argparse checks or prints them, so a backend
-    registered after the parser was built is a valid choice."""
-
-    def __getitem__(self, index: Any) -> Any:
-        return backend_names()[index]
-
-    def __len__(self) -> int:
-        return len(backend_names())
-
-    def __contains__(self, value: object) -> bool:
-        return value in backend_names()
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(backend_names())
 
 
 def distributions() -> tuple[str, ...]:
