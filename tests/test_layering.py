@@ -22,6 +22,7 @@ LAYERS: dict[str, int] = {
     "plugins": 2,
     "data": 3,
     "artifacts": 4,
+    "onnxproto": 4,
     "manifest": 4,
     "exporters": 5,
     "runtime": 6,

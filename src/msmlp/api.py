@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,9 +21,11 @@ from msmlp.data.labels import Prediction, topk
 from msmlp.data.transforms import load_image, preprocess
 from msmlp.errors import InputError
 from msmlp.models.config import DeployConfig
-from msmlp.pipeline import ExportOptions, ExportResult, run_export
 from msmlp.runtime import open_backend
 from msmlp.runtime.base import Backend, run_in_batches
+
+if TYPE_CHECKING:  # the export pipeline imports torch and onnx: loaded by export() alone
+    from msmlp.pipeline import ExportResult
 
 MAX_CHUNK = 32
 
@@ -40,6 +42,8 @@ def export(
     **options: Any,
 ) -> ExportResult:
     """Export, check and verify ``model`` like ``msmlp-export``; other keywords are :class:`ExportOptions` fields."""
+    from msmlp.pipeline import ExportOptions, run_export
+
     return run_export(
         ExportOptions(
             model=model,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,16 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+
+# Importing a family's module registers its models; done on the first lookup, so that importing
+# ``msmlp.models`` (for ``DeployConfig``) stays free of torch.
+FAMILY_MODULES = ("msmlp.models.msmlp", "msmlp.models.s2mlpv2")
+
+
+def _registry() -> dict[str, ModelEntry]:
+    for module in FAMILY_MODULES:
+        importlib.import_module(module)
+    return _REGISTRY
 
 
 def register_model(config: DeployConfig) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
@@ -45,7 +56,7 @@ def list_models(pattern: str = "*", *, test: bool | None = None) -> list[str]:
 
     ``test=True`` keeps only the small test configurations, ``test=False`` only the full-size models.
     """
-    names = sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+    names = sorted(n for n in _registry() if fnmatch.fnmatch(n, pattern))
     if test is None:
         return names
     return [n for n in names if bool(_REGISTRY[n].config.extra.get("test_config")) == test]
@@ -53,7 +64,7 @@ def list_models(pattern: str = "*", *, test: bool | None = None) -> list[str]:
 
 def _entry(name: str) -> ModelEntry:
     try:
-        return _REGISTRY[name]
+        return _registry()[name]
     except KeyError:
         normal = {n.lower().replace("-", "_").replace("/", "_"): n for n in _REGISTRY}
         key = name.lower().replace("-", "_").replace("/", "_")
