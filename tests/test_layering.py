@@ -17,6 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "msmlp"
 LAYERS: dict[str, int] = {
     "errors": 0,
     "log": 0,
+    "extras": 0,
     "fileio": 0,
     "models": 1,
     "plugins": 2,

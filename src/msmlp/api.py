@@ -20,6 +20,7 @@ from msmlp.artifacts import PLAN_SUFFIXES
 from msmlp.data.labels import Prediction, topk
 from msmlp.data.transforms import load_image, preprocess
 from msmlp.errors import InputError
+from msmlp.extras import require_extra
 from msmlp.models.config import DeployConfig
 from msmlp.runtime import open_backend
 from msmlp.runtime.base import Backend, run_in_batches
@@ -42,6 +43,7 @@ def export(
     **options: Any,
 ) -> ExportResult:
     """Export, check and verify ``model`` like ``msmlp-export``; other keywords are :class:`ExportOptions` fields."""
+    require_extra("export", "msmlp.export()")
     from msmlp.pipeline import ExportOptions, run_export
 
     return run_export(

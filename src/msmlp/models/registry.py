@@ -10,12 +10,14 @@ import fnmatch
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-import torch.nn as nn
+from typing import TYPE_CHECKING, Any
 
 from msmlp.errors import InputError
+from msmlp.extras import require_extra
 from msmlp.models.config import DeployConfig
+
+if TYPE_CHECKING:
+    import torch.nn as nn
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,8 @@ FAMILY_MODULES = ("msmlp.models.msmlp", "msmlp.models.s2mlpv2")
 
 
 def _registry() -> dict[str, ModelEntry]:
+    if not _REGISTRY:
+        require_extra("export", "a registered model (the PyTorch reference)", modules=("torch",))
     for module in FAMILY_MODULES:
         importlib.import_module(module)
     return _REGISTRY

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from msmlp.errors import InputError
+from msmlp.extras import require_extra
 from msmlp.runtime.base import Backend, BackendInfo
 
 BACKENDS = ("auto", "pytorch", "onnxruntime", "openvino", "tensorrt")
@@ -48,6 +49,7 @@ def open_backend(
                 f"--backend {backend} runs exported files; export first (msmlp-export --model {model}) "
                 "and pass --onnx, or use --backend pytorch"
             )
+        require_extra("export", f"--model {model} (a registered model runs in PyTorch)", modules=("torch",))
         from msmlp.runtime.torch_backend import TorchBackend
 
         return TorchBackend(model, weights=weights, seed=seed, autocast_bf16=precision == "bf16")
