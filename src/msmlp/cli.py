@@ -125,13 +125,11 @@ def _execute(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     except Terminated:
         print(f"{parser.prog}: terminated", file=sys.stderr)
         return EXIT_TERMINATED
-    except ModuleNotFoundError as exc:
-        if (extra := extra_of(exc.name)) is None:
-            raise
-        # a step without its own check: still one line that names the extra
-        message = f'{exc.name} is not installed; install it with: pip install "msmlp[{extra}]"'
-        return _fail(parser, message, MissingDependencyError.exit_code, args.verbose)
     except Exception as exc:  # a bug: say so, keep the traceback, never show it raw unless asked
+        if isinstance(exc, ModuleNotFoundError) and (extra := extra_of(exc.name)):
+            # a step without its own check of its extra: still one line that names it
+            message = f'{exc.name} is not installed; install it with: pip install "msmlp[{extra}]"'
+            return _fail(parser, message, MissingDependencyError.exit_code, args.verbose)
         log = _write_crash_log(exc)
         if args.verbose:
             traceback.print_exc()
