@@ -22,8 +22,8 @@ _TENSOR_DATA_TYPE, _TENSOR_NAME = 2, 8
 _VARINT, _FIXED64, _BYTES, _FIXED32 = 0, 1, 2, 5
 
 
-class _Malformed(ValueError):
-    """The bytes are not a protobuf message of the expected shape."""
+class DecodeError(ValueError):
+    """The bytes are not a protobuf message of the expected shape (named as protobuf names it)."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def read_onnx_header(path: Path) -> OnnxHeader:
     """The header of the ONNX model at ``path``, or an :class:`EngineError` naming the file."""
     try:
         return _model(memoryview(path.read_bytes()))
-    except _Malformed as exc:
+    except DecodeError as exc:
         raise EngineError(
             f"{str(path)!r} is not a readable ONNX model ({exc}); re-export it with msmlp-export"
         ) from exc
@@ -75,7 +75,7 @@ def _model(buf: memoryview) -> OnnxHeader:
             entry = _strings(value)
             metadata[entry.get(1, "")] = entry.get(2, "")
     if ir_version is None or graph is None:
-        raise _Malformed("no IR version or no graph")
+        raise DecodeError("no IR version or no graph")
     return _graph(graph, metadata)
 
 
@@ -139,7 +139,7 @@ def _text(buf: memoryview) -> str:
     try:
         return bytes(buf).decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise _Malformed("a name is not UTF-8") from exc
+        raise DecodeError("a name is not UTF-8") from exc
 
 
 def _fields(buf: memoryview) -> Iterator[tuple[int, int | memoryview]]:
@@ -149,29 +149,29 @@ def _fields(buf: memoryview) -> Iterator[tuple[int, int | memoryview]]:
         key, pos = _varint(buf, pos)
         field, wire = key >> 3, key & 7
         if field == 0:
-            raise _Malformed(f"field number 0 at byte {pos}")
+            raise DecodeError(f"field number 0 at byte {pos}")
         if wire == _VARINT:
             value, pos = _varint(buf, pos)
             yield field, value
         elif wire == _BYTES:
             size, pos = _varint(buf, pos)
             if pos + size > end:
-                raise _Malformed(f"a field of {size} bytes runs past the end (truncated file?)")
+                raise DecodeError(f"a field of {size} bytes runs past the end (truncated file?)")
             yield field, buf[pos : pos + size]
             pos += size
         elif wire in (_FIXED64, _FIXED32):
             pos += 8 if wire == _FIXED64 else 4
             if pos > end:
-                raise _Malformed("a fixed-size field runs past the end (truncated file?)")
+                raise DecodeError("a fixed-size field runs past the end (truncated file?)")
         else:
-            raise _Malformed(f"wire type {wire} at byte {pos}")
+            raise DecodeError(f"wire type {wire} at byte {pos}")
 
 
 def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
     result = shift = 0
     while True:
         if pos >= len(buf) or shift > 63:
-            raise _Malformed("a varint runs past the end (truncated file?)")
+            raise DecodeError("a varint runs past the end (truncated file?)")
         byte = buf[pos]
         pos += 1
         result |= (byte & 0x7F) << shift
