@@ -138,7 +138,7 @@ def test_bench_command_on_a_graph(exported, tmp_path):
         (("verify", "--onnx", "{graph}"), "msmlp verify"),
         (("export", "--model", "s2mlpv2_micro"), "msmlp export"),
         (("predict", "--model", "s2mlpv2_micro", "{photo}"), "--model s2mlpv2_micro"),
-        (("models",), "torch"),
+        (("models",), "msmlp models"),
     ],
 )
 def test_a_step_of_the_export_extra_names_it_in_one_line(exported, photos, args, purpose):
