@@ -21,6 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "msmlp"
 LAYERS: dict[str, int] = {
     "errors": 0,
     "log": 0,
+    "extras": 0,
     "fileio": 0,
     "hostcpu": 0,
     "lazy": 0,  # PEP 562 re-exports: standard library only
@@ -29,6 +30,7 @@ LAYERS: dict[str, int] = {
     "plugins": 2,
     "data": 3,
     "artifacts": 4,
+    "onnxproto": 4,
     "manifest": 4,
     "exporters": 5,
     "runtime": 6,

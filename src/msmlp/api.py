@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,11 +20,15 @@ from msmlp.artifacts import PLAN_SUFFIXES
 from msmlp.data.labels import Prediction, topk
 from msmlp.data.transforms import load_image, preprocess
 from msmlp.errors import InputError
+from msmlp.extras import require_extra
 from msmlp.models.config import DeployConfig
 from msmlp.optionspec import build, keyword_signature
-from msmlp.pipeline import ExportOptions, ExportResult, run_export
+from msmlp.pipeline.options import ExportOptions
 from msmlp.runtime import open_backend
 from msmlp.runtime.base import Backend, run_in_batches
+
+if TYPE_CHECKING:  # the export pipeline imports torch and onnx: loaded by export() alone
+    from msmlp.pipeline import ExportResult
 
 MAX_CHUNK = 32
 
@@ -33,6 +37,9 @@ def export(model: str, **options: Any) -> ExportResult:
     """Export, check and verify ``model`` like ``msmlp-export``. The keywords are the
     :class:`ExportOptions` fields, declared once for the CLI and here: same names, defaults, conversions
     (a text path or ``batch="1,8,64"`` is read as the CLI reads it) and checks."""
+    require_extra("export", "msmlp.export()")
+    from msmlp.pipeline.run import run_export
+
     return run_export(build(ExportOptions, model=model, **options))
 
 

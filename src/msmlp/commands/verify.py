@@ -54,6 +54,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from msmlp.extras import require_extra
+
+    # The reference is PyTorch FP32 recomputed on the images: model.json records summaries, not logits.
+    require_extra("export", "msmlp verify (its reference is PyTorch FP32)", modules=("torch",))
     from msmlp.commands.args import open_source
     from msmlp.pipeline.images import held_out_images, verification_images
     from msmlp.runtime.torch_backend import TorchBackend

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from msmlp.errors import InputError
-from msmlp.models.registry import DeployConfig
+from msmlp.models.config import DeployConfig
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 _INTERP = {
