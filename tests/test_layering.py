@@ -53,6 +53,8 @@ PEER_IMPORTS: set[tuple[str, str]] = {
     ("__init__", "lazy"),  # ... and loads its other names on first use
     ("optionspec", "errors"),  # a bad option value is an InputError
     ("hostcpu", "errors"),  # an unknown MSMLP_CPU_MASK name is an InputError
+    ("extras", "errors"),  # a missing extra is a MissingDependencyError
+    ("artifacts", "onnxproto"),  # an artefact's description is read from its ONNX header without onnx
     ("manifest", "artifacts"),  # the writer of model.json reuses its reader's names
     ("diagnose", "verify"),  # diagnosis builds on verification's comparison
     ("evaluate", "diagnose"),  # eval takes its candidates the way compare-layers does
