@@ -114,6 +114,8 @@ TOY = FamilySpec(
     fp32_norms=(RMS,),
     shift_forms=(),  # the builder takes no shift_form: one form only
     plugin_shifts=(),
+    classifier="classifier",  # not "head": the class count is read from what the family declares
+    input_stride=8,
 )
 CONFIG = DeployConfig(input_size=(3, 32, 32), num_classes=10, max_batch=8, family=TOY.name)
 
@@ -228,11 +230,14 @@ def test_declarations_that_do_not_fit_fail_loudly(toy, tmp_path):
         fp32_norms=(RMS,),
         shift_forms=(),
         plugin_shifts=(),
+        classifier="classifier",
     )
     model = msmlp.create_model(toy)
     with pytest.raises(InputError, match=r"child 'shift' of block trunk.0 \(ToyBlock\) is in none"):
         make_contributing(model, family=partial)
     with pytest.raises(ValueError, match="declares no block types"):
-        FamilySpec(name="empty", blocks=(), fp32_norms=(), shift_forms=(), plugin_shifts=())
+        FamilySpec(
+            name="empty", blocks=(), fp32_norms=(), shift_forms=(), plugin_shifts=(), classifier="head"
+        )
     with pytest.raises(InputError, match="carries no deploy_config"):
         block_contributions(ToyNet(), torch.zeros(1, 3, 32, 32))

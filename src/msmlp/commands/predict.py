@@ -1,4 +1,4 @@
-"""Print the top-k ImageNet classes for images, with PyTorch (--model) or an exported graph (--onnx).
+"""Print the top-k classes for images (the model's own labels where its export recorded them, else ImageNet's), with PyTorch (--model) or an exported graph (--onnx).
 
 With --onnx the preprocessing comes from model.json beside the file (or from --model, which is then
 also checked against the graph), and it runs on the fastest verified CPU backend unless --backend says
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         logger.warning("note: synthetic weights (no checkpoint): these classes are meaningless")
     rows = [
         {"image": str(path), "predictions": [p.to_dict() for p in preds]}
-        for path, preds in zip(args.images, topk(logits, args.topk))
+        for path, preds in zip(args.images, topk(logits, args.topk, config.labels))
     ]
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -77,7 +77,8 @@ def config_for(backend: Any, expected: str | None) -> Any:
     from msmlp.models.registry import get_config
 
     if expected is not None:
-        config = get_config(expected)
+        recorded = backend.info.config  # the export's own head, size and labels, when it records them
+        config = recorded if recorded is not None and backend.info.model == expected else get_config(expected)
         backend.check_model(expected, config)
         return config
     if backend.info.config is not None:
