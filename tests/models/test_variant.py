@@ -34,7 +34,9 @@ def test_a_ten_class_checkpoint_loads_with_its_own_head(name):
 def test_num_classes_must_agree_with_the_checkpoint():
     state = read_state_dict(REFERENCE / "msmlp_micro_digits.pth")
     assert resolve_classes("msmlp_micro", state, 10) == 10
-    with pytest.raises(InputError, match=r"--num-classes 7 disagrees with checkpoint .* head.weight has 10 rows"):
+    with pytest.raises(
+        InputError, match=r"--num-classes 7 disagrees with checkpoint .* head.weight has 10 rows"
+    ):
         resolve_classes("msmlp_micro", state, 7)
     assert resolve_classes("msmlp_micro", None, 7) == 7  # no checkpoint: synthetic weights, 7 outputs
     assert resolve_classes("msmlp_micro", None, None) == 1000
