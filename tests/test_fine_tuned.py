@@ -172,3 +172,14 @@ def test_bad_head_size_or_labels_is_one_line_and_writes_nothing(extra, fragments
     result = cli("msmlp-export", "--model", "msmlp_micro", "--weights", weights, "--out", out, *args)
     cli.assert_one_line_error(result, *fragments)
     assert not out.exists()
+
+
+def test_a_triton_repository_carries_the_models_labels(fine_tuned, tmp_path):
+    from msmlp.exporters.triton import validate_repository, write_repository
+
+    _, out = fine_tuned
+    model_dir = write_repository(tmp_path / "repo", onnx=out / "model.onnx")
+    config = validate_repository(model_dir)
+    assert [list(t.dims) for t in config.output] == [[10]]
+    assert config.output[0].label_filename == "labels.txt"
+    assert tuple((model_dir / "labels.txt").read_text().splitlines()) == NAMES
