@@ -183,3 +183,29 @@ def test_a_triton_repository_carries_the_models_labels(fine_tuned, tmp_path):
     assert [list(t.dims) for t in config.output] == [[10]]
     assert config.output[0].label_filename == "labels.txt"
     assert tuple((model_dir / "labels.txt").read_text().splitlines()) == NAMES
+
+
+def test_eval_reads_the_recorded_labels(fine_tuned, tmp_path, cli):
+    """Folders named by index are shown by the model's names; folders named by those names map to
+    their indices, whatever their sorted order (here "three" sorts before "zero")."""
+    import shutil
+
+    _, out = fine_tuned
+    indexed = cli(
+        "msmlp", "eval", "--data", VAL, "--candidate", f"{out / 'model.onnx'}@onnxruntime",
+        "--limit", "40", "--out", tmp_path / "indexed",
+    )  # fmt: skip
+    assert indexed.returncode == 0, indexed.stderr
+    assert "classes: 0 zero, 1 one, 2 two" in indexed.stdout
+    report = json.loads((tmp_path / "indexed" / "eval.json").read_text())
+    assert report["data"]["class_names"] == list(NAMES)
+    named = tmp_path / "named"
+    for digit in (0, 3):
+        shutil.copytree(VAL / str(digit), named / NAMES[digit])
+    result = cli(
+        "msmlp", "eval", "--data", named, "--candidate", f"{out / 'model.onnx'}@onnxruntime",
+        "--out", tmp_path / "by_name",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    row = json.loads((tmp_path / "by_name" / "eval.json").read_text())["candidates"][0]
+    assert row["top1"] >= 0.85, row  # by index they would be classes 0 and 1, and mostly wrong

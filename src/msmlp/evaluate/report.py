@@ -73,7 +73,8 @@ def build_report(
             "layout": data.layout,
             "images": len(data),
             "classes": data.num_classes,
-            "class_names": list(data.class_names),
+            # the names of a set's own classes; ImageNet's 1000 WordNet IDs go without saying
+            **({"class_names": list(data.class_names)} if _own_names(data) else {}),
         },
         "images_scored": n,
         "unreadable": progress.unreadable_count,
@@ -89,6 +90,10 @@ def build_report(
         "cpu": _cpu(),
         "candidates": rows,
     }
+
+
+def _own_names(data: LabelledSet) -> bool:
+    return bool(data.class_names) and not data.layout.startswith("imagenet")
 
 
 def _rate(count: int, total: int) -> float | None:
