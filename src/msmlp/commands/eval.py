@@ -119,7 +119,7 @@ def _check(args: argparse.Namespace) -> tuple[list[Any], Any, Path, int]:
                 "classes; one name per output class"
             )
     data = open_dataset(args.data, ground_truth=args.ground_truth, class_names=names)
-    recorded = _recorded_labels(specs, args.model)
+    recorded = next((s.config.labels for s in specs if s.config.labels), ())  # msmlp-export --labels
     if names is None and recorded:
         data = _with_recorded_labels(data, recorded, args.ground_truth)
     data = data.head(args.limit)
@@ -136,14 +136,6 @@ def _model_classes(model: str, weights: Path | None) -> int:
     from msmlp.models.variant import resolve_classes
 
     return resolve_classes(model, read_state_dict(weights) if weights else None, None, str(weights or ""))
-
-
-def _recorded_labels(specs: list[Any], model: str | None) -> tuple[str, ...]:
-    """The class names the first candidate's export recorded (``--labels`` at export), if any."""
-    from msmlp.models.registry import get_config
-
-    configs = [get_config(model)] if model else []
-    return next((c.labels for c in [*configs, *(s.config for s in specs)] if c.labels), ())
 
 
 def _with_recorded_labels(data: Any, labels: tuple[str, ...], ground_truth: Path | None) -> Any:

@@ -1,4 +1,5 @@
-"""Print the top-k classes for images (the model's own labels where its export recorded them, else ImageNet's), with PyTorch (--model) or an exported graph (--onnx).
+"""Print the top-k classes for images, with PyTorch (--model) or an exported graph (--onnx), named by the
+labels the export recorded (msmlp-export --labels), else ImageNet's.
 
 With --onnx the preprocessing comes from model.json beside the file (or from --model, which is then
 also checked against the graph), and it runs on the fastest verified CPU backend unless --backend says
@@ -18,7 +19,7 @@ from typing import Any
 
 from msmlp.commands.args import add_backend_args
 
-HELP = "top-k ImageNet classes for images (PyTorch, ONNX Runtime, OpenVINO or TensorRT)"
+HELP = "top-k classes for images, by the export's labels or ImageNet's (PyTorch, ONNX Runtime, OpenVINO, TensorRT)"
 MAX_CHUNK = 32
 
 

@@ -222,7 +222,9 @@ def deploy_config(opts: ExportOptions) -> DeployConfig:
     if opts.weights is not None:
         classes = resolve_classes(opts.model, read_state_dict(opts.weights), classes, str(opts.weights))
     labels = read_labels(opts.labels) if opts.labels is not None else ()
-    return deploy_variant(opts.model, num_classes=classes, input_size=opts.input_size, labels=labels)
+    size = opts.input_size
+    size = (size, size) if isinstance(size, int) and not isinstance(size, bool) else size
+    return deploy_variant(opts.model, num_classes=classes, input_size=size, labels=labels)
 
 
 def _check_target_cosine(opts: ExportOptions) -> None:
