@@ -241,3 +241,19 @@ def test_declarations_that_do_not_fit_fail_loudly(toy, tmp_path):
         )
     with pytest.raises(InputError, match="carries no deploy_config"):
         block_contributions(ToyNet(), torch.zeros(1, 3, 32, 32))
+
+
+def test_a_fine_tuned_checkpoint_keeps_the_head_its_family_declares(toy, tmp_path):
+    """The class count is read from the declared classifier (``classifier``, not ``head``); the input
+    size is checked against the declared stride."""
+    from msmlp.models.variant import check_input_size
+    from msmlp.models.weights import load_for_deploy
+
+    tuned = ToyNet(num_classes=4)
+    torch.save({"model": tuned.state_dict()}, tmp_path / "tuned.pth")
+    model = load_for_deploy(toy, tmp_path / "tuned.pth")
+    assert model.deploy_config.num_classes == 4 and model.classifier.out_features == 4
+    torch.testing.assert_close(model.classifier.weight, tuned.classifier.weight)
+    assert check_input_size(toy, (48, 40)) == (48, 40)
+    with pytest.raises(InputError, match="multiple of its total stride 8"):
+        check_input_size(toy, (36, 36))
