@@ -68,9 +68,10 @@ class Predictor:
         return run_in_batches(self.backend, np.asarray(array, dtype=np.float32), MAX_CHUNK)
 
     def predict(self, images: Sequence[str | Path | bytes | Any], k: int = 5) -> list[list[Prediction]]:
-        """Image files, bytes or PIL images -> the top-``k`` classes of each."""
+        """Image files, bytes or PIL images -> the top-``k`` classes of each, named by the model's own
+        labels (recorded at export with ``--labels``) or ImageNet's."""
         pictures = [load_image(im) if isinstance(im, (str, Path, bytes)) else im for im in images]
-        return topk(self.logits(preprocess(pictures, self.config)), k)
+        return topk(self.logits(preprocess(pictures, self.config)), k, self.config.labels)
 
     def close(self) -> None:
         self.backend.close()
