@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from msmlp.commands.args import add_backend_args, add_source_args
 
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from msmlp.runtime.base import Backend
 
 HELP = "serve a model over HTTP with dynamic batching (/v1 API and the KServe v2 / Triton protocol)"
+# the options both servers take as they are, under the same names (plus the model name and the batch)
+SERVER_OPTIONS = ("host", "port", "max_delay_ms", "max_queue", "drain_timeout_s")
 
 
 def port_number(text: str) -> int:
@@ -92,8 +94,10 @@ def run(args: argparse.Namespace) -> int:
     check_positive(args.max_batch, "--max-batch")
     backend = open_source(args)
     max_batch = args.max_batch if args.max_batch is not None else _default_max_batch(args)
+    settings = {name: getattr(args, name) for name in SERVER_OPTIONS}
+    settings.update(model_name=args.name, max_batch=max_batch)
     if args.server == "triton":
-        return _run_triton(args, backend, max_batch)
+        return _run_triton(args, backend, settings)
 
     def ready(url: str) -> None:
         _announce(args, backend, max_batch, f"on {url}", "/v1 and KServe v2")
@@ -101,23 +105,17 @@ def run(args: argparse.Namespace) -> int:
     serve(
         backend,
         None,
-        host=args.host,
-        port=args.port,
+        **settings,
         access_log=args.access_log,
-        drain_timeout_s=args.drain_timeout_s,
-        max_batch=max_batch,
-        max_delay_ms=args.max_delay_ms,
-        max_queue=args.max_queue,
         max_body_bytes=int(args.max_body_mb * (1 << 20)),
         default_topk=args.topk,
-        model_name=args.name,
         on_ready=ready,
     )
     print("stopped; the queue was drained", file=sys.stderr)
     return 0
 
 
-def _run_triton(args: argparse.Namespace, backend: Backend, max_batch: int) -> int:
+def _run_triton(args: argparse.Namespace, backend: Backend, settings: dict[str, Any]) -> int:
     """--server triton: the same backend inside Triton, whose batcher takes --max-batch, --max-delay-ms and
     --max-queue (requests there, not images); /v1, --max-body-mb, --topk and --access-log are msmlp's."""
     from msmlp.serve.triton_server import serve_triton
@@ -125,17 +123,7 @@ def _run_triton(args: argparse.Namespace, backend: Backend, max_batch: int) -> i
     def ready(url: str, batch: int) -> None:
         _announce(args, backend, batch, f"in Triton on {url}", "KServe v2")
 
-    serve_triton(
-        backend,
-        host=args.host,
-        port=args.port,
-        model_name=args.name,
-        max_batch=max_batch,
-        max_delay_ms=args.max_delay_ms,
-        max_queue=args.max_queue,
-        drain_timeout_s=args.drain_timeout_s,
-        on_ready=ready,
-    )
+    serve_triton(backend, **settings, on_ready=ready)
     print("stopped", file=sys.stderr)
     return 0
 
