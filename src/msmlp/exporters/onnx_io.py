@@ -121,6 +121,16 @@ def save_model_atomic(model: onnx.ModelProto, dst: Path) -> None:
         raise ExportError(f"cannot write {dst}: {exc}") from exc
 
 
+def save_converted(
+    source: onnx.ModelProto, model: onnx.ModelProto, dst: Path, *, precision: str, src: Path
+) -> None:
+    """A converter's result onto disk the one way every precision step writes it: the exporter's metadata
+    carried over from ``source`` (the graph read from ``src``), checked, then written atomically."""
+    carry_metadata(source, model, precision=precision)
+    check_valid(model, f"{precision.upper()} graph from {src}")
+    save_model_atomic(model, dst)
+
+
 # -- the family layout recorded at export ---------------------------------------------------------------
 
 

@@ -26,12 +26,10 @@ import onnx
 from msmlp.errors import ExportError, InputError, require
 from msmlp.exporters.modelopt_common import MODELOPT_INSTALL, modelopt_quiet, modelopt_version
 from msmlp.exporters.onnx_io import (
-    carry_metadata,
-    check_valid,
     load_graph,
     read_layout,
     resolve_keep_fp32,
-    save_model_atomic,
+    save_converted,
 )
 from msmlp.log import logger
 
@@ -63,9 +61,7 @@ def convert_fp16(
     start = time.perf_counter()
     model = _run_autocast(src, graph, ref, op_types, [*names, *norms], keep_io_types)
     seconds = time.perf_counter() - start
-    carry_metadata(graph, model, precision="fp16")
-    check_valid(model, f"FP16 graph from {src}")
-    save_model_atomic(model, dst)
+    save_converted(graph, model, dst, precision="fp16", src=src)
     summary = precision_summary(model)
     logger.info(
         "fp16: %d nodes FP16, %d kept FP32 (%s) in %.1f s",

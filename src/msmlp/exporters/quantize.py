@@ -36,11 +36,9 @@ import onnx
 from msmlp.errors import ExportError, InputError, require
 from msmlp.exporters.modelopt_common import MODELOPT_INSTALL, modelopt_quiet, modelopt_version
 from msmlp.exporters.onnx_io import (
-    carry_metadata,
-    check_valid,
     load_graph,
     resolve_keep_fp32,
-    save_model_atomic,
+    save_converted,
 )
 from msmlp.log import logger
 
@@ -88,9 +86,7 @@ def quantize_int8(
     start = time.perf_counter()
     model = _run_modelopt(src, graph, calib, method, op_types, [*names, *auto], high_precision, target)
     seconds = time.perf_counter() - start
-    carry_metadata(graph, model, precision="int8")
-    check_valid(model, f"INT8 graph from {src}")
-    save_model_atomic(model, dst)
+    save_converted(graph, model, dst, precision="int8", src=src)
     summary = qdq_summary(model)
     logger.info(
         "int8 (%s placement): %d activation Q/DQ pairs, %d INT8 weights (%d with per-channel scales), %s calibration "
