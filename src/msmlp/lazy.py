@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 
@@ -26,3 +26,9 @@ def lazy_exports(
         return sorted(getattr(sys.modules[package], "__all__", names))
 
     return __getattr__, __dir__
+
+
+def by_module(modules: Mapping[str, Iterable[str]]) -> dict[str, str]:
+    """The name -> module table :func:`lazy_exports` takes, written module -> names so that each module is
+    named once."""
+    return {name: module for module, names in modules.items() for name in names}

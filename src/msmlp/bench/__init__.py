@@ -5,27 +5,24 @@ load on first use, so ``msmlp.bench.options`` (what ``--help`` is built from) im
 
 from __future__ import annotations
 
-from msmlp.lazy import lazy_exports
+from msmlp.lazy import by_module, lazy_exports
 
-_LAZY = {
-    "BenchOptions": "msmlp.bench.options",
-    "ConcurrencyStats": "msmlp.bench.load",
-    "LatencyStats": "msmlp.bench.timing",
-    "check_service": "msmlp.bench.load",
-    "format_compare": "msmlp.bench.report",
-    "format_concurrency": "msmlp.bench.report",
-    "format_profile": "msmlp.bench.report",
-    "format_table": "msmlp.bench.report",
-    "load_batcher": "msmlp.bench.load",
-    "load_service": "msmlp.bench.load",
-    "make_batch": "msmlp.bench.timing",
-    "matmul_peak": "msmlp.bench.timing",
-    "profile_layers": "msmlp.bench.profile",
-    "run_benchmark": "msmlp.bench.run",
-    "summarize": "msmlp.bench.timing",
-    "time_batches": "msmlp.bench.timing",
-    "write_report": "msmlp.bench.report",
-}
+_LAZY = by_module(
+    {
+        "msmlp.bench.load": ("ConcurrencyStats", "check_service", "load_batcher", "load_service"),
+        "msmlp.bench.options": ("BenchOptions",),
+        "msmlp.bench.profile": ("profile_layers",),
+        "msmlp.bench.report": (
+            "format_compare",
+            "format_concurrency",
+            "format_profile",
+            "format_table",
+            "write_report",
+        ),
+        "msmlp.bench.run": ("run_benchmark",),
+        "msmlp.bench.timing": ("LatencyStats", "make_batch", "matmul_peak", "summarize", "time_batches"),
+    }
+)
 
 __all__ = sorted(_LAZY)
 

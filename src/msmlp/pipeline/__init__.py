@@ -8,14 +8,15 @@ imports nothing heavy.
 
 from __future__ import annotations
 
-from msmlp.lazy import lazy_exports
+from msmlp.lazy import by_module, lazy_exports
 
-_LAZY = {
-    "ExportOptions": "msmlp.pipeline.options",
-    "check_options": "msmlp.pipeline.options",
-    "ExportResult": "msmlp.pipeline.state",
-    "run_export": "msmlp.pipeline.run",
-}
+_LAZY = by_module(
+    {
+        "msmlp.pipeline.options": ("ExportOptions", "check_options"),
+        "msmlp.pipeline.state": ("ExportResult",),
+        "msmlp.pipeline.run": ("run_export",),
+    }
+)
 
 __all__ = sorted(_LAZY)
 
