@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -132,19 +132,14 @@ def _read_onnx(path: Path) -> ArtifactInfo:
     model = (manifest or {}).get("model") or embedded.get("model")
     config = _config(manifest.get("config") if manifest else None, model)
     batch = _profile((manifest or {}).get("batch")) or _profile(embedded.get("batch"))
+    described = ArtifactInfo(
+        path, "onnx", graph_precision(graph), inputs, outputs, model=model, config=config, batch=batch
+    )
     if entry is None:
-        return ArtifactInfo(
-            path, "onnx", graph_precision(graph), inputs, outputs, model=model, config=config, batch=batch
-        )
-    return ArtifactInfo(
-        path,
-        "onnx",
-        str(entry.get("precision") or graph_precision(graph)),
-        inputs,
-        outputs,
-        model=model,
-        config=config,
-        batch=batch,
+        return described
+    return replace(  # what model.json adds to what the graph says
+        described,
+        precision=str(entry.get("precision") or described.precision),
         weights=_frozen(manifest.get("weights") or {}),
         calibration=_frozen((entry.get("info") or {}).get("calibration")),
         sha256=entry.get("sha256"),
