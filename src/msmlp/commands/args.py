@@ -14,7 +14,17 @@ from typing import Any
 
 from msmlp.optionspec import parse_providers
 
-__all__ = ["BackendChoices", "add_backend_args", "add_source_args", "open_source", "parse_providers"]
+__all__ = [
+    "BackendChoices",
+    "add_backend_args",
+    "add_images_arg",
+    "add_out_arg",
+    "add_reference_args",
+    "add_source_args",
+    "add_threads_arg",
+    "open_source",
+    "parse_providers",
+]
 
 
 class BackendChoices(Sequence[str]):
@@ -81,12 +91,35 @@ def add_backend_args(p: argparse.ArgumentParser) -> None:
         help="inference precision hint for the backends that take one (bf16 needs AMX or AVX-512 BF16; "
         "PyTorch runs it as bf16 autocast)",
     )
-    g.add_argument("--threads", type=int, metavar="N", help="intra-op threads (default: one per core)")
+    add_threads_arg(g)
     g.add_argument(
         "--providers",
         metavar="P[,P]",
         help="ONNX Runtime execution providers: cpu (default), cuda, tensorrt, or auto (GPU when present)",
     )
+
+
+def add_out_arg(p: argparse.ArgumentParser, *, writes: str, default: str) -> None:
+    """--out DIR: the folder a command writes its report (and plot) to."""
+    p.add_argument("--out", type=Path, metavar="DIR", help=f"where {writes} go (default: {default})")
+
+
+def add_reference_args(p: argparse.ArgumentParser, *, default: str = "") -> None:
+    """--model NAME [--weights PATH]: the registered model a command runs in PyTorch FP32 as its reference
+    (``default``: where the two come from when not given)."""
+    when = f" (default: {default})" if default else ""
+    p.add_argument("--model", metavar="NAME", help=f"registered model in PyTorch FP32, the reference{when}")
+    p.add_argument("--weights", type=Path, metavar="PATH", help=f"checkpoint for --model{when}")
+
+
+def add_threads_arg(p: Any) -> None:
+    """--threads N, for the commands that run a backend without the rest of the backend group."""
+    p.add_argument("--threads", type=int, metavar="N", help="intra-op threads (default: one per core)")
+
+
+def add_images_arg(p: argparse.ArgumentParser) -> None:
+    """--images DIR, the photos a command compares on (the built-in samples by default)."""
+    p.add_argument("--images", type=Path, metavar="DIR", help="images (default: the built-in sample photos)")
 
 
 def open_source(args: argparse.Namespace) -> Any:

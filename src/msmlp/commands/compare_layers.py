@@ -25,6 +25,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from msmlp.commands.args import add_images_arg, add_out_arg, add_threads_arg
+
 HELP = "layer-by-layer error of an FP16/INT8 graph or another backend against FP32, with a depth plot"
 
 
@@ -42,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="FP32 graph (default: model.onnx beside the first candidate)",
     )
-    p.add_argument("--images", type=Path, metavar="DIR", help="images (default: the built-in sample photos)")
+    add_images_arg(p)
     p.add_argument(
         "--samples",
         type=int,
@@ -65,16 +67,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="MB",
         help="bound on the watched tensors held at once; fewer inputs per run when needed (default 1024)",
     )
-    p.add_argument("--threads", type=int, metavar="N", help="intra-op threads (default: one per core)")
+    add_threads_arg(p)
     p.add_argument(
         "--sensitivity", action="store_true", help="also rank INT8 layer groups by accuracy gained"
     )
     p.add_argument(
         "--rows", type=int, default=40, metavar="N", help="table rows per candidate (default 40; 0: all)"
     )
-    p.add_argument(
-        "--out", type=Path, metavar="DIR", help="where the JSON and PNG go (default: beside the reference)"
-    )
+    add_out_arg(p, writes="the JSON and PNG", default="beside the reference")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the augmented views (default 0)")
 
 

@@ -26,6 +26,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from msmlp.commands.args import add_out_arg, add_reference_args, add_threads_arg
+
 HELP = "top-1/top-5 accuracy of exported artefacts on a labelled image set, with intervals and flips"
 
 
@@ -38,8 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="PATH[@BACKEND]",
         help="artefact to evaluate (repeatable; backend auto by default)",
     )
-    p.add_argument("--model", metavar="NAME", help="registered model in PyTorch FP32, the reference")
-    p.add_argument("--weights", type=Path, metavar="CKPT", help="checkpoint for --model")
+    add_reference_args(p)
     p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of synthetic weights for --model")
     p.add_argument("--ground-truth", type=Path, metavar="FILE", help="labels of a flat image folder")
     p.add_argument("--labels", type=Path, metavar="FILE", help="class names in index order (lines or JSON)")
@@ -49,15 +50,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--workers", type=int, metavar="N", help="decoding threads (default: one per core, at most 8)"
     )
-    p.add_argument("--threads", type=int, metavar="N", help="intra-op threads (default: one per core)")
+    add_threads_arg(p)
     p.add_argument("--limit", type=int, metavar="N", help="only the first N images")
     p.add_argument("--strict", action="store_true", help="an unreadable image is fatal (exit 2)")
-    p.add_argument(
-        "--out",
-        type=Path,
-        metavar="DIR",
-        help="where eval.json/png go (default: the first candidate's folder)",
-    )
+    add_out_arg(p, writes="eval.json/png", default="the first candidate's folder")
 
 
 def run(args: argparse.Namespace) -> int:

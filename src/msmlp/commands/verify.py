@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from msmlp.commands import parse_int_list
-from msmlp.commands.args import add_backend_args
+from msmlp.commands.args import add_backend_args, add_images_arg, add_reference_args
 
 HELP = "compare an exported graph or engine with PyTorch FP32 on real images (exit 3 on a broken tolerance)"
 
@@ -30,14 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--onnx", type=Path, metavar="PATH", help="ONNX file to verify")
     src.add_argument("--engine", type=Path, metavar="PLAN", help="TensorRT plan to verify")
-    p.add_argument("--model", metavar="NAME", help="registered model (default: as recorded in model.json)")
-    p.add_argument(
-        "--weights",
-        type=Path,
-        metavar="PATH",
-        help="checkpoint for the reference (default: as in model.json)",
-    )
-    p.add_argument("--images", type=Path, metavar="DIR", help="images (default: the built-in sample photos)")
+    add_reference_args(p, default="as recorded in model.json")
+    add_images_arg(p)
     p.add_argument(
         "--tolerance",
         choices=("fp32", "fp16", "bf16", "int8"),
