@@ -11,7 +11,8 @@ A candidate is PATH, PATH@auto (the default: the fastest verified backend) or PA
 compare-layers takes it (onnxruntime, openvino, openvino-bf16, tensorrt, cuda). The reference is --model
 (PyTorch FP32) when given, else the first candidate that computes in FP32 (model.onnx@auto may pick
 OpenVINO BF16; give @onnxruntime for an FP32 reference), else the first. Unreadable images are skipped
-and listed (--strict: fatal). Ctrl-C writes the report so far, marked partial.
+and listed (--strict: fatal, found before any backend loads: each file is decoded cheaply, or for
+over 512 images its header checked). Ctrl-C writes the report so far, marked partial.
 
 examples:
   msmlp eval --data val/ --candidate out/m/model.onnx --candidate out/m/model.int8.onnx
@@ -122,9 +123,39 @@ def _check(args: argparse.Namespace) -> tuple[list[Any], Any, Path, int]:
     data = open_dataset(args.data, ground_truth=args.ground_truth, class_names=names).head(args.limit)
     for where, count in classes:
         data.check_classes(count, where)
+    _check_decodable(data, args.strict)
     out = args.out or (specs[0].path.parent if specs else Path(f"eval-{args.model}"))
     workers = args.workers or min(8, os.cpu_count() or 1)
     return specs, data, Path(out), workers
+
+
+def _check_decodable(data: Any, strict: bool) -> None:
+    """Every image decodes (:mod:`msmlp.data.imagecheck`), checked before a backend loads: with --strict a
+    bad one is fatal now rather than mid-run; without, the run skips and lists them, and says so first."""
+    from msmlp.data.imagecheck import require_decodable, undecodable
+    from msmlp.errors import InputError
+    from msmlp.log import logger
+
+    if strict:
+        try:
+            require_decodable(data.paths, "--data")
+        except InputError as exc:
+            raise InputError(f"{exc} (--strict: unreadable images are fatal; drop it to skip them)") from None
+        return
+    bad = undecodable(data.paths)
+    if len(bad) == len(data):
+        raise InputError(
+            f"--data {str(data.source)!r}: none of its {len(data)} images decodes, e.g. {bad[0][1]}"
+        )
+    if bad:
+        logger.warning(
+            "eval: %d of %d images do not decode (e.g. %s: %s); they are skipped and listed in eval.json "
+            "(--strict makes them fatal)",
+            len(bad),
+            len(data),
+            bad[0][0],
+            bad[0][1],
+        )
 
 
 def _load(specs: list[Any], args: argparse.Namespace) -> list[Any]:

@@ -28,6 +28,10 @@ def run_export(options: ExportOptions) -> ExportResult:
     result = ExportResult(out=out)
     model = load_for_deploy(opts.model, opts.weights, opts.seed)
     config: DeployConfig = model.deploy_config
+    if opts.val is not None:  # the labels fit this model's head, before any export work
+        from msmlp.evaluate.datasets import open_dataset
+
+        open_dataset(opts.val).check_classes(config.num_classes, opts.model)
     manifest = Manifest.open(
         out, model=opts.model, config=config, weights=model.weights_info, opset=opts.opset, batch=opts.batch
     )
@@ -56,7 +60,8 @@ def plan_steps(opts: ExportOptions, reuse: bool, bf16: bool) -> list[str]:
     steps = ["build", *(["reuse"] if reuse else ["export", "check", "verify_fp32"])]
     steps += ["verify_bf16"] if bf16 else []
     steps += ["fp16", "verify_fp16"] if opts.fp16 else []
-    steps += ["calibrate", "int8", "verify_int8", "verify_int8_openvino"] if opts.int8 else []
+    gate = ["accuracy_int8"] if opts.val is not None else []
+    steps += ["calibrate", "int8", "verify_int8", *gate, "verify_int8_openvino"] if opts.int8 else []
     return [*steps, "engine"]
 
 

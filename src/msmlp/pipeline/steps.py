@@ -176,8 +176,25 @@ def int8_step(run: RunState) -> None:
             quantize,
         ),
         ("verify INT8 against PyTorch FP32 on held-out images", held_out, note),
+        gate=_accuracy_gate(run),
     )
     int8_openvino_step(run, held_out, note)
+
+
+def _accuracy_gate(run: RunState) -> Callable[[Path], dict] | None:
+    """With --val: top-1 of the staged INT8 graph against FP32 on labelled images, before it is kept."""
+    if run.opts.val is None:
+        return None
+
+    def gate(stage: Path) -> dict:
+        from msmlp.pipeline.accuracy import accuracy_gate, summary_line
+
+        with run.progress.step("accuracy_int8", "INT8 top-1 against FP32 on --val (labelled)") as step:
+            record = accuracy_gate(run, stage)
+            step["detail"] = summary_line(record)
+        return record
+
+    return gate
 
 
 def reduced_precision_step(
@@ -185,9 +202,11 @@ def reduced_precision_step(
     precision: str,
     convert: tuple[str, Callable[[Path], dict]],
     verify: tuple[str, Sequence[Path], str],
+    gate: Callable[[Path], dict] | None = None,
 ) -> None:
     """Convert the FP32 graph into a staged file, check it, verify it against PyTorch FP32 on the given
-    images, and only then move it into place and record it in the manifest."""
+    images, pass it through ``gate`` (which raises to refuse it), and only then move it into place and
+    record it in the manifest."""
     final = run.out / ONNX_FILES[precision]
     (convert_title, convert_fn), (verify_title, images, note) = convert, verify
     with staged(final) as stage:
@@ -198,6 +217,8 @@ def reduced_precision_step(
         with run.progress.step(f"verify_{precision}", verify_title) as step:
             report = verify_onnx(run, stage, final, precision, images, note)
             step["detail"] = verdict(report)
+        if gate is not None:
+            gate(stage)
         commit(run, stage, final, precision, check, report, {"info": info})
 
 
