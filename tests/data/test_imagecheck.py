@@ -32,7 +32,7 @@ def test_a_text_file_named_jpg_is_found_at_both_depths(folder):
         bad = undecodable(files, full=full)
         assert [p.name for p, _ in bad] == ["notes.jpg"] and "identify" in bad[0][1]
     with pytest.raises(
-        InputError, match=r"--calib: '.*notes.jpg' is not a readable image .*remove or replace"
+        InputError, match=r"--calib: cannot read '.*notes.jpg' as an image .*remove or replace"
     ):
         require_decodable(files, "--calib")
 

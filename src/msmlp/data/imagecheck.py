@@ -42,7 +42,7 @@ def require_decodable(files: Sequence[Path], option: str, *, full: bool | None =
         return
     path, why = bad[0]
     others = f" ({len(bad)} of {len(files)} files fail)" if len(bad) > 1 else ""
-    raise InputError(f"{option}: {str(path)!r} is not a readable image ({why}){others}; remove or replace it")
+    raise InputError(f"{option}: cannot read {str(path)!r} as an image ({why}){others}; remove or replace it")
 
 
 def _problem(path: Path, full: bool) -> str | None:

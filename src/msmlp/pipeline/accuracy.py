@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from msmlp.pipeline.state import RunState
 
 REPORT = "accuracy_int8.json"
+SEARCH_IMAGES = 256  # --accuracy-search: the labelled images the search holds in memory, at most
 KEY = "int8_accuracy"  # the model.json "verification" key
 EVAL_BATCH = 32
 MAX_WORKERS = 4
@@ -105,6 +106,21 @@ def accuracy_gate(run: RunState, stage: Path) -> dict[str, Any]:
             "(--keep-fp32, --target-cosine), or raise the budget"
         )
     return record
+
+
+def search_inputs(run: RunState) -> tuple[Any, Any]:
+    """``--accuracy-search``: a seeded subset of at most :data:`SEARCH_IMAGES` --val images, preprocessed
+    (held in memory by the search), and their labels. The gate still judges all of --val afterwards."""
+    import numpy as np
+
+    from msmlp.data.transforms import preprocess
+
+    data = open_dataset(run.opts.val)  # type: ignore[arg-type]
+    rows = np.arange(len(data))
+    if len(data) > SEARCH_IMAGES:
+        rows = np.sort(np.random.default_rng(run.opts.seed).choice(len(data), SEARCH_IMAGES, replace=False))
+    inputs = preprocess([data.paths[i] for i in rows], run.config)
+    return inputs, np.asarray([data.labels[i] for i in rows], np.int64)
 
 
 def _accuracy(row: dict[str, Any]) -> dict[str, Any]:

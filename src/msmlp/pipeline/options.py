@@ -132,6 +132,14 @@ class ExportOptions:
         help="with --val: the INT8 graph is not kept (exit 3, accuracy_int8.json written) when its top-1 "
         "is more than POINTS percentage points below FP32's on --val, e.g. 0.5",
     )
+    accuracy_search: bool = option(
+        False,
+        kind="flag",
+        group=ACCURACY,
+        help="with --max-accuracy-drop: keep the layer groups INT8 hurts most in high precision until the "
+        "top-1 drop on (a seeded subset of up to 256 of) the --val images is within the budget: the "
+        "--target-cosine search, judged by labels; the gate then judges the written graph on all of --val",
+    )
     engine: bool = option(
         False, kind="flag", group=ENGINE, help="require the engine: fail if TensorRT is unavailable"
     )
@@ -252,6 +260,12 @@ def _check_image_folders(opts: ExportOptions) -> None:
 def _check_accuracy_gate(opts: ExportOptions) -> None:
     """--val is a readable labelled set sharing no image with --calib; the budget is a number of points."""
     budget = opts.max_accuracy_drop
+    if opts.accuracy_search and budget is None:
+        raise InputError(
+            "--accuracy-search keeps layers until the drop is within --max-accuracy-drop; add it"
+        )
+    if opts.accuracy_search and opts.target_cosine is not None:
+        raise InputError("--accuracy-search and --target-cosine are two targets for one search; give one")
     if budget is not None:
         if opts.val is None:
             raise InputError(f"--max-accuracy-drop {budget!r} is measured on labelled images; add --val DIR")

@@ -140,7 +140,7 @@ def int8_step(run: RunState) -> None:
     }
 
     def quantize(stage: Path) -> dict:
-        if opts.target_cosine is None:
+        if opts.target_cosine is None and not opts.accuracy_search:
             info = quantize_int8(
                 run.result.artifacts["fp32"],
                 stage,
@@ -151,16 +151,27 @@ def int8_step(run: RunState) -> None:
             )
             return {**info, "calibration": calibration}
         from msmlp.data.transforms import augmented, load_image, preprocess
-        from msmlp.diagnose.autoprec import quantize_mixed
+        from msmlp.diagnose.autoprec import Goal, quantize_mixed
         from msmlp.verify import MIN_SAMPLES
 
-        views = augmented([load_image(p) for p in held_out], max(MIN_SAMPLES, len(held_out)), seed=opts.seed)
+        goal = None
+        if opts.accuracy_search:  # labelled --val images, judged by top-1 against FP32
+            from msmlp.pipeline.accuracy import search_inputs
+
+            inputs, labels = search_inputs(run)
+            goal = Goal(max_drop_points=opts.max_accuracy_drop, labels=labels)
+        else:
+            count = max(MIN_SAMPLES, len(held_out))
+            inputs = preprocess(
+                augmented([load_image(p) for p in held_out], count, seed=opts.seed), run.config
+            )
         info = quantize_mixed(
             run.result.artifacts["fp32"],
             stage,
             calib,  # the cached calibration batch, reused: one calibration for the whole search
-            preprocess(views, run.config),
+            inputs,
             opts.target_cosine,
+            goal=goal,
             method=opts.calib_method,
             keep_fp32=opts.keep_fp32,
             plot=run.out / "int8_tradeoff.png",
