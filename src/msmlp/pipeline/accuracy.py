@@ -98,12 +98,14 @@ def accuracy_gate(run: RunState, stage: Path) -> dict[str, Any]:
     run.manifest.write()
     run.result.accuracy = record
     if record["passed"] is False:
+        lo, hi = record["drop_ci95_points"]
         raise VerificationError(
-            f"INT8 loses {record['drop_points']:.2f} top-1 points on --val {str(opts.val)!r} "
+            f"INT8 loses {record['drop_points']:.2f} top-1 points (95% CI {lo:.2f} to {hi:.2f}) on --val "
+            f"{str(opts.val)!r} "
             f"(FP32 {_pct(record['fp32'])}, INT8 {_pct(record['int8'])}), more than --max-accuracy-drop "
             f"{opts.max_accuracy_drop}; model.int8.onnx was not kept (report: {run.out / REPORT}); "
             "calibrate on more or other images (--calib, --calib-size, --calib-method), keep layers in FP32 "
-            "(--keep-fp32, --target-cosine), or raise the budget"
+            "(--accuracy-search, --keep-fp32), or raise the budget"
         )
     return record
 
