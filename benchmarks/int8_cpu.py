@@ -139,7 +139,7 @@ def _profiles(rows: dict[str, Any], x: np.ndarray, runs: int, repeats: int = 3) 
     best: dict[str, dict[str, float]] = {}
     for _ in range(repeats):
         for k in PROFILED:
-            found = by_layer_type(rows[k].profile_layers(x, runs))
+            found = by_layer_type(rows[k].perf_counters(x, runs))
             if k not in best or found["total"] < best[k]["total"]:
                 best[k] = found
     return best

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import platform
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,10 @@ class Manifest:
         weights: Mapping[str, Any],
         opset: int,
         batch: tuple[int, int, int],
+        versions: Mapping[str, str] | None = None,
     ) -> Manifest:
+        """``versions``: the tool versions to record (default: :func:`tool_versions` of the core
+        libraries; the export adds each backend's distributions from the backend table)."""
         out = Path(out)
         data: dict[str, Any] = {
             "format": FORMAT,
@@ -57,7 +60,7 @@ class Manifest:
             },
             "artifacts": {},
             "verification": {},
-            "versions": tool_versions(),
+            "versions": dict(versions) if versions is not None else tool_versions(),
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
         old = read_json(out / MANIFEST)
@@ -110,21 +113,13 @@ class Manifest:
         return path
 
 
-def tool_versions() -> dict[str, str]:
-    """Versions of the libraries an artefact depends on, for the record."""
+def tool_versions(distributions: Sequence[str] = ()) -> dict[str, str]:
+    """Versions of the libraries an artefact depends on, for the record: the core ones, then
+    ``distributions`` (each backend's packages, from the backend table)."""
     from importlib import metadata
 
     found = {"python": platform.python_version()}
-    for dist in (
-        "msmlp",
-        "torch",
-        "onnx",
-        "onnxruntime-gpu",
-        "onnxruntime",
-        "onnxslim",
-        "nvidia-modelopt",
-        "openvino",
-    ):
+    for dist in ("msmlp", "torch", "onnx", "onnxslim", "nvidia-modelopt", *distributions):
         try:
             found[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

@@ -116,7 +116,7 @@ def test_second_start_loads_from_the_cache(graphs, photos, tmp_path):
 
 def test_profile_layers_reports_kernels_and_precisions(graphs, photos, tmp_path):
     with OpenVINOBackend(graphs["int8"], cache_dir=tmp_path) as ov:
-        profile = ov.profile_layers(photos[:2], runs=2)
+        profile = ov.perf_counters(photos[:2], runs=2)
     assert profile["source"] == "openvino" and profile["batch"] == 2 and profile["runs"] == 2
     ops = {r["op"] for r in profile["nodes"]}
     assert any(op.startswith("FullyConnected") for op in ops) and all(

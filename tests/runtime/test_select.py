@@ -14,7 +14,7 @@ import msmlp
 from msmlp.errors import InputError
 from msmlp.exporters.onnx import export_onnx
 from msmlp.manifest import Manifest
-from msmlp.runtime import open_backend
+from msmlp.runtime import open_backend, registry
 from msmlp.runtime import select as sel
 from msmlp.runtime.openvino import OpenVINOBackend, bf16_support
 from msmlp.runtime.ort import OnnxRuntimeBackend
@@ -126,8 +126,10 @@ def test_unverified_graph_keeps_its_own_precision(exported, caplog):
 
 def uninstall(monkeypatch, module: str) -> None:
     """Make the backend selection see ``module`` as not installed."""
-    real = sel.importlib.util.find_spec
-    monkeypatch.setattr(sel.importlib.util, "find_spec", lambda name: None if name == module else real(name))
+    real = registry.importlib.util.find_spec  # the table's probes are the one "is it installed" check
+    monkeypatch.setattr(
+        registry.importlib.util, "find_spec", lambda name: None if name == module else real(name)
+    )
 
 
 def test_without_onnxruntime_an_unverified_graph_runs_openvino_f32(exported, caplog, monkeypatch):
@@ -169,7 +171,7 @@ def test_int8_graph_needs_its_openvino_verification(tmp_path):
         (TensorInfo("input", (-1, 3, 8, 8)),),
         (TensorInfo("logits", (-1, 10)),),
     )
-    available = {"onnxruntime", "openvino", "bf16"}
+    available = {"onnxruntime", "openvino", "openvino+bf16"}
     verified = {"int8": PASSED, "int8_openvino": {**PASSED, "backend": "openvino", "hint": "bf16"}}
     pick = lambda rec: sel.choose(info, available, {}, recorded=rec)[0]  # noqa: E731
     assert (pick(verified).backend, pick(verified).hint) == ("openvino", "bf16")

@@ -1,8 +1,9 @@
 """``msmlp bench --compare``: every installed backend x precision on the same real-image batch, in one
 interleaved run (after Ultralytics' benchmark mode), so the rows share whatever else the machine is doing.
 
-Rows: eager PyTorch FP32 (the baseline and the reference), PyTorch bf16 autocast, ONNX Runtime FP32/INT8,
-OpenVINO FP32/BF16/INT8 (INT8 = the ModelOpt Q/DQ graph), TensorRT plans where TensorRT runs. Each row
+Rows come from the backend table (each spec's ``compare_rows``): the first backend's first row, eager
+PyTorch FP32, is the baseline and the reference; then every installed backend's rows for the FP32 and
+INT8 (ModelOpt Q/DQ) graphs and any TensorRT plans. Each row
 has p50/p99 latency, throughput, speed-up over eager, achieved GFLOP/s next to a BF16 and an FP32 matmul
 peak measured with torch in the same run, and cosine / top-1 agreement with eager FP32 on that batch, so
 a fast wrong path cannot win: ``fastest`` names the fastest row within its precision's tolerance.
@@ -10,18 +11,19 @@ a fast wrong path cannot win: ``fastest`` names the fastest row within its preci
 
 from __future__ import annotations
 
-import importlib.util
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from msmlp.bench.run import BenchOptions, export_temp_onnx, torch_threads
+from msmlp.bench.options import BenchOptions
+from msmlp.bench.prepare import export_temp_onnx, torch_threads
 from msmlp.bench.timing import check_batches, interleaved_samples, matmul_peak, summarize
 from msmlp.errors import InputError
 from msmlp.log import logger
 from msmlp.runtime.base import Backend
+from msmlp.runtime.registry import Sources, backend_specs
 
 PEAK_N = 2048
 CALIB_SIZE = 16  # --compare --model --int8: a bounded calibration (the export pipeline uses more)
@@ -128,7 +130,8 @@ def _compare_batch(
 
 
 def _derive(rows: list[dict[str, Any]], gflop: float, peaks: dict[str, float]) -> None:
-    eager = {r["batch"]: r["p50_ms"] for r in rows if r["label"] == "pytorch fp32 (eager)"}
+    reference = rows[0]["label"]  # the first row is the reference (eager PyTorch FP32)
+    eager = {r["batch"]: r["p50_ms"] for r in rows if r["label"] == reference}
     for r in rows:
         r["speedup_vs_eager"] = eager[r["batch"]] / r["p50_ms"]
         r["gflops"] = gflop * r["batch"] / (r["p50_ms"] / 1e3)
@@ -185,63 +188,21 @@ def _export_int8(fp32: Path, tmp: Path, config: Any, seed: int) -> Path:
 def _rows(
     module: Any, files: dict[str, Any], opts: BenchOptions
 ) -> tuple[list[tuple[str, Backend]], dict[str, str]]:
-    """Every installed backend x precision for the graphs at hand; the rest in ``skipped`` with the reason."""
-    from msmlp.runtime.torch_backend import TorchBackend
-
-    rows: list[tuple[str, Backend]] = [
-        ("pytorch fp32 (eager)", TorchBackend(module)),
-        ("pytorch bf16 autocast", TorchBackend(module, autocast_bf16=True)),
-    ]
+    """Every installed backend's rows for the graphs at hand; the rest in ``skipped`` with the reason."""
     skipped: dict[str, str] = {}
     graphs = [("fp32", files["fp32"]), *([("int8", files["int8"])] if files["int8"] else [])]
     if not files["int8"]:
         skipped["int8 rows"] = (
             "no INT8 graph (pass --int8 with --model, or export one with msmlp-export --int8)"
         )
-    if importlib.util.find_spec("onnxruntime"):
-        from msmlp.runtime.ort import OnnxRuntimeBackend
-
-        rows += [(f"onnxruntime {p}", OnnxRuntimeBackend(path, threads=opts.threads)) for p, path in graphs]
-    else:
-        skipped["onnxruntime"] = "not installed (pip install onnxruntime-gpu)"
-    rows += _openvino_rows(graphs, opts, skipped)
-    rows += _tensorrt_rows(files["plans"], skipped)
-    return rows, skipped
-
-
-def _openvino_rows(
-    graphs: list[tuple[str, Path]], opts: BenchOptions, skipped: dict[str, str]
-) -> list[tuple[str, Backend]]:
-    if not importlib.util.find_spec("openvino"):
-        skipped["openvino"] = "not installed (pip install openvino)"
-        return []
-    from msmlp.runtime.openvino import OpenVINOBackend, bf16_support
-
-    bf16, why = bf16_support()
-    if not bf16:
-        skipped["openvino bf16"] = why
+    sources = Sources(module, tuple(graphs), tuple(files["plans"]), threads=opts.threads)
     rows: list[tuple[str, Backend]] = []
-    for precision, path in graphs:
-        hints = ["f32", "bf16"] if bf16 and precision == "fp32" else ["bf16" if bf16 else "f32"]
-        for hint in hints:
-            label = f"openvino {'bf16' if hint == 'bf16' and precision == 'fp32' else precision}"
-            label += " (bf16 hint)" if precision == "int8" and hint == "bf16" else ""
-            rows.append((label, OpenVINOBackend(path, inference_precision=hint, threads=opts.threads)))
-    return rows
-
-
-def _tensorrt_rows(plans: list[Path], skipped: dict[str, str]) -> list[tuple[str, Backend]]:
-    if not plans:
-        return []
-    try:
-        import tensorrt  # noqa: F401
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ImportError("no CUDA GPU")
-    except (ImportError, OSError) as exc:
-        skipped["tensorrt"] = f"{len(plans)} plan(s) found but TensorRT cannot run here ({exc})"
-        return []
-    from msmlp.runtime.trt import TensorRTBackend
-
-    return [(f"tensorrt {p.stem}", TensorRTBackend(p)) for p in plans]
+    for spec in backend_specs():
+        if spec.compare_rows is None:
+            continue
+        why = spec.unavailable()
+        if why is not None:
+            skipped[spec.name] = why
+            continue
+        rows += spec.compare_rows(sources, skipped)
+    return rows, skipped

@@ -1,4 +1,5 @@
-"""What ``msmlp bench`` was asked, declared once: each field gives its CLI flag (or names the shared
+"""What ``msmlp bench`` was asked, declared once, and the checks that quote a bad value before anything
+is exported or timed: each field gives its CLI flag (or names the shared
 group in :mod:`msmlp.commands.args` it comes from), the options object and its conversion from text.
 Imports nothing heavy: ``msmlp bench --help`` is built from it."""
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from msmlp.errors import InputError
 from msmlp.optionspec import option, parse_int_list, parse_providers
 
 COMPARE = "backend comparison"
@@ -73,3 +75,37 @@ class BenchOptions:
         help="--compare --model: also export and compare an INT8 Q/DQ graph",
     )
     progress: bool = option(True, kind="negated", flag="--no-progress", help="no progress bar")
+
+
+def check_options(opts: BenchOptions) -> None:
+    """Quote the bad value, name the option, before anything is exported or timed."""
+    sources = ("model", "onnx_dir") if opts.compare else ("model", "onnx", "engine", "url")
+    given = [k for k in ("model", "onnx", "engine", "url", "onnx_dir") if getattr(opts, k) is not None]
+    if len(given) != 1 or given[0] not in sources:
+        names = " or ".join("--" + s.replace("_", "-") for s in sources)
+        raise InputError(
+            f"give exactly one of {names}{' with --compare' if opts.compare else ''} (got {given or 'none'})"
+        )
+    if not opts.batches or any(b < 1 for b in opts.batches):
+        raise InputError(f"batch sizes must be positive integers, got {opts.batches}")
+    if opts.warmup < 0:
+        raise InputError(f"--warmup must be >= 0, got {opts.warmup}")
+    if opts.duration_s is not None:
+        if opts.duration_s <= 0:
+            raise InputError(f"--duration-s must be > 0, got {opts.duration_s}")
+        opts.iters = None
+    elif opts.iters is None or opts.iters < 1:
+        raise InputError(f"--iters must be >= 1, got {opts.iters}")
+    if opts.compare and opts.duration_s is not None:
+        raise InputError("--compare runs --iters interleaved rounds; --duration-s does not apply")
+    if opts.concurrency is not None and opts.concurrency < 1:
+        raise InputError(f"--concurrency must be >= 1, got {opts.concurrency}")
+    if opts.threads is not None and opts.threads < 1:
+        raise InputError(f"--threads must be >= 1, got {opts.threads}")
+    from msmlp.runtime import backend_names  # the table; not needed to build --help
+
+    if opts.backend not in backend_names():
+        raise InputError(f"--backend {opts.backend!r} is not one of {', '.join(backend_names())}")
+    if opts.precision not in (None, "bf16"):
+        raise InputError(f"--precision {opts.precision!r} is not one of f32, bf16")
+    opts.batches = sorted(set(opts.batches))

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+PALETTE = ("tab:gray", "tab:blue", "tab:purple", "tab:green", "tab:orange", "tab:brown", "tab:red")
+
 
 def plot_report(report: dict[str, Any], path: str | Path) -> None:
     """Latency (p50/p90/p99) and throughput against batch size, side by side; for a service-only run,
@@ -173,10 +175,12 @@ def plot_compare(report: dict[str, Any], path: str | Path) -> None:
 
 
 def _color(row: dict[str, Any]) -> str:
-    backend = row["label"].split()[0]
-    return {"pytorch": "tab:gray", "onnxruntime": "tab:blue", "openvino": "tab:purple"}.get(
-        backend, "tab:green"
-    )
+    """One colour per backend, in the backend table's order."""
+    from msmlp.runtime.registry import backend_names
+
+    names = backend_names()[1:]
+    backend = row.get("backend") or row["label"].split()[0]
+    return PALETTE[names.index(backend) % len(PALETTE)] if backend in names else PALETTE[-1]
 
 
 def _compare_title(report: dict[str, Any]) -> str:

@@ -14,12 +14,11 @@ import numpy as np
 
 from msmlp.fileio import atomic_path
 from msmlp.hostcpu import host_cpu
-from msmlp.log import logger
 
 
 def host_info() -> dict[str, Any]:
-    """The machine and library versions behind the figures."""
-    import importlib
+    """The machine and each backend's library version behind the figures."""
+    from msmlp.runtime.registry import backend_specs
 
     info: dict[str, Any] = {
         "platform": platform.platform(),
@@ -29,14 +28,8 @@ def host_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "numpy": np.__version__,
     }
-    for module in ("torch", "onnxruntime", "openvino", "tensorrt"):
-        try:
-            info[module] = importlib.import_module(module).__version__
-        except ImportError:
-            info[module] = None
-        except Exception:  # TensorRT bindings without their library raise OSError and others
-            logger.debug("%s is present but not importable", module, exc_info=True)
-            info[module] = None
+    for spec in backend_specs():
+        info[spec.probe.module] = spec.probe.version()
     info["gpu"] = None
     if info["torch"]:
         import torch

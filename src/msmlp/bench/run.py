@@ -11,14 +11,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from msmlp.bench.compare import run_compare
 from msmlp.bench.load import load_batcher, load_service
-from msmlp.bench.options import BenchOptions
+from msmlp.bench.options import BenchOptions, check_options
+from msmlp.bench.prepare import export_temp_onnx, torch_threads
 from msmlp.bench.profile import profile_layers
 from msmlp.bench.report import host_info
 from msmlp.bench.timing import check_batches, time_batches
 from msmlp.errors import InputError
-from msmlp.log import logger
-from msmlp.runtime import BACKENDS, open_backend
+from msmlp.runtime import open_backend
 from msmlp.runtime.base import Backend
 
 __all__ = [
@@ -36,8 +37,6 @@ def run_benchmark(opts: BenchOptions) -> dict[str, Any]:
     check_options(opts)
     report: dict[str, Any] = {"host": host_info(), "settings": _settings(opts)}
     if opts.compare:
-        from msmlp.bench.compare import run_compare
-
         report.update(run_compare(opts))
         return report
     if opts.url is not None:
@@ -72,38 +71,6 @@ def run_benchmark(opts: BenchOptions) -> dict[str, Any]:
             )
             report["concurrency"] = conc_dict(conc, keep_samples=False)
     return report
-
-
-def check_options(opts: BenchOptions) -> None:
-    """Quote the bad value, name the option, before anything is exported or timed."""
-    sources = ("model", "onnx_dir") if opts.compare else ("model", "onnx", "engine", "url")
-    given = [k for k in ("model", "onnx", "engine", "url", "onnx_dir") if getattr(opts, k) is not None]
-    if len(given) != 1 or given[0] not in sources:
-        names = " or ".join("--" + s.replace("_", "-") for s in sources)
-        raise InputError(
-            f"give exactly one of {names}{' with --compare' if opts.compare else ''} (got {given or 'none'})"
-        )
-    if not opts.batches or any(b < 1 for b in opts.batches):
-        raise InputError(f"batch sizes must be positive integers, got {opts.batches}")
-    if opts.warmup < 0:
-        raise InputError(f"--warmup must be >= 0, got {opts.warmup}")
-    if opts.duration_s is not None:
-        if opts.duration_s <= 0:
-            raise InputError(f"--duration-s must be > 0, got {opts.duration_s}")
-        opts.iters = None
-    elif opts.iters is None or opts.iters < 1:
-        raise InputError(f"--iters must be >= 1, got {opts.iters}")
-    if opts.compare and opts.duration_s is not None:
-        raise InputError("--compare runs --iters interleaved rounds; --duration-s does not apply")
-    if opts.concurrency is not None and opts.concurrency < 1:
-        raise InputError(f"--concurrency must be >= 1, got {opts.concurrency}")
-    if opts.threads is not None and opts.threads < 1:
-        raise InputError(f"--threads must be >= 1, got {opts.threads}")
-    if opts.backend not in BACKENDS:
-        raise InputError(f"--backend {opts.backend!r} is not one of {', '.join(BACKENDS)}")
-    if opts.precision not in (None, "bf16"):
-        raise InputError(f"--precision {opts.precision!r} is not one of f32, bf16")
-    opts.batches = sorted(set(opts.batches))
 
 
 def _settings(opts: BenchOptions) -> dict[str, Any]:
@@ -144,44 +111,10 @@ def open_target(opts: BenchOptions) -> Iterator[tuple[Backend, dict[str, Any]]]:
             yield backend, target
 
 
-def export_temp_onnx(
-    name: str, weights: str | Path | None, seed: int, folder: Path, max_batch: int = 8
-) -> Path:
-    """``folder/<name>.onnx`` from the registered model (checkpoint, or synthetic weights)."""
-    from msmlp.exporters.onnx import export_onnx
-    from msmlp.models.weights import load_for_deploy
-
-    module = load_for_deploy(name, weights, seed)
-    logger.info("exporting %s to a temporary ONNX graph", name)
-    return export_onnx(
-        module,
-        folder / f"{name}.onnx",
-        config=module.deploy_config,
-        batch=(1, max_batch, max(max_batch, 64)),
-        model_name=name,
-    )
-
-
 def _weights_text(opts: BenchOptions) -> str:
     if opts.weights is not None:
         return str(opts.weights)
     return f"synthetic: make_contributing(seed={opts.seed}) (latency does not depend on the values)"
-
-
-@contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """PyTorch's intra-op thread count for the run, restored afterwards (it is process-wide)."""
-    if threads is None:
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def conc_dict(conc: Any, keep_samples: bool) -> dict[str, Any]:

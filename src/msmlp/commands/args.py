@@ -8,14 +8,36 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from msmlp.optionspec import parse_providers
 
-__all__ = ["BACKEND_CHOICES", "add_backend_args", "add_source_args", "open_source", "parse_providers"]
+__all__ = ["BackendChoices", "add_backend_args", "add_source_args", "open_source", "parse_providers"]
 
-BACKEND_CHOICES = ("auto", "pytorch", "onnxruntime", "openvino", "tensorrt")
+
+class BackendChoices(Sequence[str]):
+    """``--backend`` choices that read the backend table only when argparse checks or prints them: a
+    backend registered after the parser was built is a valid choice, and building the parser (every
+    command's ``--help``) imports no backend."""
+
+    def _names(self) -> tuple[str, ...]:
+        from msmlp.runtime.registry import backend_names
+
+        return backend_names()
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._names()[index]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
 
 
 def add_source_args(
@@ -42,20 +64,22 @@ def add_source_args(
 
 
 def add_backend_args(p: argparse.ArgumentParser) -> None:
-    """--backend, --precision, --threads, --providers."""
+    """--backend (its choices read the backend table when parsed), --precision, --threads, --providers."""
     g = p.add_argument_group("backend")
     g.add_argument(
         "--backend",
-        choices=BACKEND_CHOICES,
+        choices=BackendChoices(),
+        metavar="NAME",  # argparse would list the choices while building the parser otherwise
         default="auto",
-        help="runtime: auto (default: the fastest verified CPU backend for an ONNX graph, PyTorch for "
-        "--model, TensorRT for --engine) or a backend name, which always wins",
+        help="runtime, one of %(choices)s: auto (default: the fastest verified CPU backend for an ONNX "
+        "graph, PyTorch for --model, TensorRT for --engine) or a backend name, which always wins",
     )
     g.add_argument(
         "--precision",
         choices=("f32", "bf16"),
         default=None,
-        help="inference precision hint for OpenVINO (bf16 needs AMX or AVX-512 BF16) and PyTorch (bf16 autocast)",
+        help="inference precision hint for the backends that take one (bf16 needs AMX or AVX-512 BF16; "
+        "PyTorch runs it as bf16 autocast)",
     )
     g.add_argument("--threads", type=int, metavar="N", help="intra-op threads (default: one per core)")
     g.add_argument(

@@ -18,7 +18,7 @@ from typing import Any
 
 from msmlp.commands.args import add_backend_args
 
-HELP = "top-k ImageNet classes for images (PyTorch, ONNX Runtime, OpenVINO or TensorRT)"
+HELP = "top-k ImageNet classes for images, on any backend (--backend; `msmlp predict -h` lists them)"
 MAX_CHUNK = 32
 
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from msmlp.artifacts import PLAN_SUFFIXES, ArtifactInfo, read_artifact
-from msmlp.diagnose.runners import TARGETS, Target
 from msmlp.errors import InputError
 from msmlp.models.config import DeployConfig
 from msmlp.runtime import Backend, open_backend
@@ -21,7 +19,7 @@ class Spec:
     """A candidate before loading: its file, where it runs, and what its artefact says it is."""
 
     path: Path
-    backend: str  # "auto" or one of diagnose.runners.TARGETS
+    backend: str  # "auto" or one of diagnose.runners.layer_targets()
     artifact: ArtifactInfo
 
     @property
@@ -45,6 +43,8 @@ class Spec:
 
 def parse_candidate(text: str) -> Spec:
     """``PATH``, ``PATH@auto`` or ``PATH@BACKEND`` with compare-layers' backends."""
+    from msmlp.diagnose.runners import Target  # imports onnx: only once a candidate is named
+
     path, at, backend = str(text).rpartition("@")
     if not at or backend == AUTO:
         path = path if at else str(text)
@@ -64,14 +64,13 @@ def open_candidate(spec: Spec, threads: int | None) -> Backend:
     """The unloaded backend for ``spec``, through :func:`msmlp.runtime.open_backend`."""
     if spec.path.suffix.lower() in PLAN_SUFFIXES:
         return open_backend(engine=spec.path)
-    kwargs: dict[str, Any] = {"onnx": spec.path, "threads": threads}
     if spec.backend == AUTO:
-        return open_backend(backend="auto", **kwargs)
-    if spec.backend.startswith("openvino"):
-        hint = "bf16" if spec.backend == "openvino-bf16" else None
-        return open_backend(backend="openvino", precision=hint, **kwargs)
-    providers = {"tensorrt": ["tensorrt", "cpu"], "cuda": ["cuda", "cpu"]}.get(spec.backend)
-    return open_backend(backend="onnxruntime", providers=providers, **kwargs)
+        return open_backend(onnx=spec.path, backend="auto", threads=threads)
+    from msmlp.diagnose.runners import layer_targets
+    from msmlp.runtime.registry import Request
+
+    backend, options = layer_targets()[spec.backend]  # parse_candidate checked the name
+    return backend.open(Request(spec.path, "onnx", threads=threads, artifact=spec.artifact, **options))
 
 
-__all__ = ["AUTO", "TARGETS", "Spec", "open_candidate", "parse_candidate"]
+__all__ = ["AUTO", "Spec", "open_candidate", "parse_candidate"]

@@ -9,12 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from msmlp.artifacts import ONNX_FILES
-from msmlp.manifest import Manifest
+from msmlp.manifest import Manifest, tool_versions
 from msmlp.models.config import DeployConfig
+from msmlp.pipeline.images import verification_images
 from msmlp.pipeline.options import ExportOptions, check_options
 from msmlp.pipeline.progress import Progress
 from msmlp.pipeline.state import ExportResult, RunState
-from msmlp.pipeline.steps import bf16_step, engine_step, export_fp32, fp16_step, int8_step
+from msmlp.pipeline.steps import backend_steps, engine_step, export_fp32, fp16_step, int8_step
+from msmlp.pipeline.verification import backend_verifications
+from msmlp.runtime.registry import distributions
 
 __all__ = ["ExportResult", "plan_steps", "run_export"]
 
@@ -33,17 +36,21 @@ def run_export(options: ExportOptions) -> ExportResult:
 
         open_dataset(opts.val).check_classes(config.num_classes, opts.model)
     manifest = Manifest.open(
-        out, model=opts.model, config=config, weights=model.weights_info, opset=opts.opset, batch=opts.batch
+        out,
+        model=opts.model,
+        config=config,
+        weights=model.weights_info,
+        opset=opts.opset,
+        batch=opts.batch,
+        versions=tool_versions(distributions()),
     )
     result.manifest = manifest
     reuse = opts.reuse and _reusable_fp32(manifest, opts)
-    bf16 = opts.bf16 is not False and opts.shift == "slice"
-    run = RunState(opts, model, config, manifest, Progress(plan_steps(opts, reuse, bf16)), result)
+    run = RunState(opts, model, config, manifest, Progress(plan_steps(opts, reuse)), result)
     with run.progress.step("build", f"build {opts.model}") as step:
         step["detail"] = _weights_text(model.weights_info)
     export_fp32(run, reuse)
-    if bf16:
-        bf16_step(run)
+    backend_steps(run, "fp32", verification_images(opts.images))
     if opts.fp16:
         fp16_step(run)
     if opts.int8:
@@ -55,13 +62,16 @@ def run_export(options: ExportOptions) -> ExportResult:
     return result
 
 
-def plan_steps(opts: ExportOptions, reuse: bool, bf16: bool) -> list[str]:
+def plan_steps(opts: ExportOptions, reuse: bool) -> list[str]:
     """The step keys in order; the progress total is their count."""
-    steps = ["build", *(["reuse"] if reuse else ["export", "check", "verify_fp32"])]
-    steps += ["verify_bf16"] if bf16 else []
-    steps += ["fp16", "verify_fp16"] if opts.fp16 else []
+
+    def on_backends(graph: str) -> list[str]:
+        return [f"verify_{check.key}" for _, check in backend_verifications(opts, graph)]
+
+    steps = ["build", *(["reuse"] if reuse else ["export", "check", "verify_fp32"]), *on_backends("fp32")]
+    steps += ["fp16", "verify_fp16", *on_backends("fp16")] if opts.fp16 else []
     gate = ["accuracy_int8"] if opts.val is not None else []
-    steps += ["calibrate", "int8", "verify_int8", *gate, "verify_int8_openvino"] if opts.int8 else []
+    steps += ["calibrate", "int8", "verify_int8", *gate, *on_backends("int8")] if opts.int8 else []
     return [*steps, "engine"]
 
 

@@ -1,4 +1,4 @@
-"""The export steps: FP32 export and check, BF16 on OpenVINO, FP16, INT8 (with OpenVINO), the engine.
+"""The export steps: FP32 export and check, each graph on the backends the table lists, FP16, INT8, the engine.
 Each converts into a staged file (:mod:`.staging`), checks it and verifies it (:mod:`.verification`)
 before it is committed; :mod:`.run` decides which steps run."""
 
@@ -16,7 +16,13 @@ from msmlp.pipeline.options import TENSORRT_MISSING, tensorrt_status
 from msmlp.pipeline.staging import commit, staged
 from msmlp.pipeline.state import RunState
 from msmlp.pipeline.stdout_capture import quiet_stdout
-from msmlp.pipeline.verification import openvino_status, verify_engine, verify_onnx, verify_openvino
+from msmlp.pipeline.verification import (
+    backend_verifications,
+    usable_hint,
+    verify_engine,
+    verify_on,
+    verify_onnx,
+)
 from msmlp.verify import VerifyReport
 
 
@@ -56,40 +62,24 @@ def export_fp32(run: RunState, reuse: bool) -> None:
         commit(run, stage, final, "fp32", check, report, {"shift": opts.shift})
 
 
-def bf16_step(run: RunState) -> None:
-    """Verify ``model.onnx`` on OpenVINO with the BF16 hint (the fast CPU path). Skipped, and said, where
-    OpenVINO or the CPU cannot; a failure is recorded (so ``--backend auto`` never picks it) and only
-    fails the export when ``--bf16`` asked for BF16."""
-    with run.progress.step("verify_bf16", "verify BF16 against PyTorch (OpenVINO, bf16 hint)") as step:
-        ok, why = openvino_status(bf16=True)
-        if not ok:
-            if run.opts.bf16:
-                raise MissingDependencyError(f"--bf16 was given but BF16 cannot run here: {why}")
-            run.result.skipped["bf16"] = why
-            step["detail"] = f"skipped: {why}"
-            return
-        onnx = run.out / ONNX_FILES["fp32"]
-        report = verify_openvino(run, onnx, verification_images(run.opts.images), "bf16", "bf16", "bf16")
-        _record_variant(run, "bf16", report, "bf16", required=bool(run.opts.bf16))
-        step["detail"] = verdict(report)
-
-
-def int8_openvino_step(run: RunState, held_out: Sequence[Path], note: str) -> None:
-    """Verify ``model.int8.onnx`` on OpenVINO (non-quantized ops in BF16 where the CPU has it), the
-    candidate ``--backend auto`` prefers for INT8 graphs; recorded, never fatal (ORT verified the file)."""
-    with run.progress.step(
-        "verify_int8_openvino", "verify INT8 on OpenVINO against PyTorch FP32 (held out)"
-    ) as step:
-        ok, why = openvino_status(bf16=False)
-        if not ok:
-            run.result.skipped["int8_openvino"] = why
-            step["detail"] = f"skipped: {why}"
-            return
-        hint = "bf16" if run.opts.bf16 is not False and openvino_status(bf16=True)[0] else None
-        int8 = run.out / ONNX_FILES["int8"]
-        report = verify_openvino(run, int8, held_out, "int8_openvino", "int8", hint, note)
-        _record_variant(run, "int8_openvino", report, hint or "f32", required=False)
-        step["detail"] = verdict(report)
+def backend_steps(run: RunState, graph: str, images: Sequence[Path], note: str = "") -> None:
+    """Verify the committed ``graph`` on each backend the table lists a verification for (OpenVINO's
+    BF16 and INT8 paths, the candidates ``--backend auto`` prefers). Skipped, and said, where the backend
+    or the CPU cannot; a failure is recorded (so ``--backend auto`` never picks it) and only fails the
+    export for a BF16 verification that ``--bf16`` asked for."""
+    for spec, check in backend_verifications(run.opts, graph):
+        with run.progress.step(f"verify_{check.key}", check.title) as step:
+            ok, hint, why = usable_hint(spec, check, run.opts)
+            if not ok:
+                if check.bf16 and run.opts.bf16:
+                    raise MissingDependencyError(f"--bf16 was given but BF16 cannot run here: {why}")
+                run.result.skipped[check.key] = why
+                step["detail"] = f"skipped: {why}"
+                continue
+            report = verify_on(run, spec, check, run.out / ONNX_FILES[graph], images, hint, note)
+            required = check.bf16 and bool(run.opts.bf16)
+            _record_variant(run, check.key, report, hint or "f32", required=required)
+            step["detail"] = verdict(report)
 
 
 def _record_variant(run: RunState, key: str, report: VerifyReport, hint: str, *, required: bool) -> None:
@@ -116,6 +106,7 @@ def fp16_step(run: RunState) -> None:
         ),
         ("verify FP16 against PyTorch FP32", verification_images(run.opts.images), ""),
     )
+    backend_steps(run, "fp16", verification_images(run.opts.images))
 
 
 def int8_step(run: RunState) -> None:
@@ -189,7 +180,7 @@ def int8_step(run: RunState) -> None:
         ("verify INT8 against PyTorch FP32 on held-out images", held_out, note),
         gate=_accuracy_gate(run),
     )
-    int8_openvino_step(run, held_out, note)
+    backend_steps(run, "int8", held_out, note)
 
 
 def _accuracy_gate(run: RunState) -> Callable[[Path], dict] | None:

@@ -1,4 +1,5 @@
-"""Verification steps of the export: a staged file against PyTorch FP32, on the backend it will run on.
+"""Verification steps of the export: a staged file against PyTorch FP32, on the backend it will run on,
+and each committed graph on the other backends the backend table lists verifications for.
 
 Each report is written (under the final file's name) and its table logged before a broken tolerance
 raises :class:`msmlp.errors.VerificationError`.
@@ -15,8 +16,10 @@ from msmlp.pipeline.options import VERIFY_BATCH
 from msmlp.verify import VerifyReport, verify, write_report
 
 if TYPE_CHECKING:
+    from msmlp.pipeline.options import ExportOptions
     from msmlp.pipeline.state import RunState
     from msmlp.runtime.base import Backend
+    from msmlp.runtime.registry import BackendSpec, Verification
 
 
 def verify_onnx(
@@ -38,42 +41,62 @@ def verify_onnx(
     return finish_report(report, final.parent / f"verify_{precision}.json")
 
 
-def verify_openvino(
+def backend_verifications(opts: ExportOptions, graph: str) -> list[tuple[BackendSpec, Verification]]:
+    """The backend table's verifications of the committed ``graph`` ("fp32", "int8"...) this export
+    runs, each a step ``verify_<key>``: none with ``--no-bf16`` for a BF16 one, none on a backend that
+    cannot run plugin nodes for a plugin graph."""
+    from msmlp.runtime.registry import backend_specs
+
+    return [
+        (spec, check)
+        for spec in backend_specs()
+        if opts.shift == "slice" or spec.plugin_nodes
+        for check in spec.verifications
+        if check.graph == graph and not (check.bf16 and opts.bf16 is False)
+    ]
+
+
+def usable_hint(spec: BackendSpec, check: Verification, opts: ExportOptions) -> tuple[bool, str | None, str]:
+    """Whether ``check`` can run here, with the first of its hints this machine runs (never bf16 with
+    ``--no-bf16``), and why not when it cannot."""
+    missing = spec.unavailable()
+    if missing:
+        return False, None, missing
+    reasons = []
+    for hint in check.hints:
+        if hint == "bf16" and opts.bf16 is False:
+            continue
+        why = spec.unavailable(hint)
+        if why is None:
+            return True, hint, ""
+        reasons.append(why)
+    return False, None, "; ".join(reasons) or "no hint left to run"
+
+
+def verify_on(
     run: RunState,
+    spec: BackendSpec,
+    check: Verification,
     onnx: Path,
     images: Sequence[Path],
-    key: str,
-    tolerance: str,
     hint: str | None,
     note: str = "",
 ) -> VerifyReport:
-    """A committed graph on OpenVINO (``hint``: its inference precision, ``bf16`` or None for exact),
-    judged by the tolerance of ``tolerance``; the report goes to ``verify_<key>.json`` and is returned
-    even when it failed (the caller decides what a failure means for this variant)."""
+    """A committed graph on ``spec``'s backend with ``hint``, judged by the tolerance of
+    ``check.tolerance``; the report goes to ``verify_<key>.json`` and is returned even when it failed
+    (the caller decides what a failure means for this variant)."""
     from msmlp.pipeline.staging import describe_stage
-    from msmlp.runtime.openvino import OpenVINOBackend
+    from msmlp.runtime.registry import Request
 
-    candidate = OpenVINOBackend(onnx, inference_precision=hint, artifact=describe_stage(run, onnx, tolerance))
-    report = _verify(run, candidate, images, tolerance, note)
+    artifact = describe_stage(run, onnx, check.tolerance)
+    candidate = spec.open(Request(onnx, "onnx", precision=hint, artifact=artifact))
+    report = _verify(run, candidate, images, check.tolerance, note)
     report.candidate["file"] = onnx.name
-    path = onnx.parent / f"verify_{key}.json"
+    path = onnx.parent / f"verify_{check.key}.json"
     write_report(report, path)
     for line in report.table().splitlines():
         logger.info("    %s", line)
     return report
-
-
-def openvino_status(bf16: bool) -> tuple[bool, str]:
-    """Whether OpenVINO can verify here (and, with ``bf16``, compute in BF16), and why not."""
-    from msmlp.errors import MissingDependencyError
-
-    try:
-        from msmlp.runtime.openvino import bf16_support, openvino_module
-
-        openvino_module()
-    except (ImportError, MissingDependencyError) as exc:
-        return False, str(exc)
-    return bf16_support() if bf16 else (True, "OpenVINO installed")
 
 
 def verify_engine(run: RunState, plan: Path, precision: str) -> VerifyReport:

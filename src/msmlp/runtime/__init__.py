@@ -1,7 +1,9 @@
-"""Backends behind one protocol (PyTorch, ONNX Runtime, OpenVINO, TensorRT) and the dynamic batcher.
+"""Backends behind one protocol (PyTorch, ONNX Runtime, OpenVINO, TensorRT and any registered one) and
+the dynamic batcher.
 
-:func:`open_backend` opens "a model name, an ONNX file or an engine" with the backend asked for; it is
-the one place that decides which backend class runs what. Optional libraries are imported only when used.
+:func:`open_backend` opens "a model name, an ONNX file or an engine" with the backend asked for, by the
+backend table (:mod:`msmlp.runtime.registry`): each backend's spec says what it opens and how. Optional
+libraries are imported only when used.
 """
 
 from __future__ import annotations
@@ -11,8 +13,21 @@ from typing import Any
 
 from msmlp.errors import InputError
 from msmlp.runtime.base import Backend, BackendInfo
+from msmlp.runtime.registry import (
+    BackendSpec,
+    Request,
+    backend_names,
+    backend_specs,
+    get_spec,
+    register_backend,
+)
 
-BACKENDS = ("auto", "pytorch", "onnxruntime", "openvino", "tensorrt")
+# What a backend that does not open the given kind of source tells the user to pass instead.
+_PASS = {
+    "model": "runs a registered model: pass --model NAME",
+    "onnx": "runs exported files: export first (msmlp-export --model NAME) and pass --onnx",
+    "plan": "runs a plan: build one with msmlp build ONNX, then pass --engine",
+}
 
 
 def open_backend(
@@ -38,48 +53,39 @@ def open_backend(
         raise InputError(
             f"give exactly one of --model, --onnx or --engine (got {', '.join(given) or 'none'})"
         )
-    if backend not in BACKENDS:
-        raise InputError(f"--backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    if backend not in backend_names():
+        raise InputError(f"--backend {backend!r} is not one of {', '.join(backend_names())}")
     if weights is not None and model is None:
         raise InputError("--weights applies to --model; an ONNX graph or engine carries its own weights")
-    if model is not None:
-        if backend not in ("auto", "pytorch"):
-            raise InputError(
-                f"--backend {backend} runs exported files; export first (msmlp-export --model {model}) "
-                "and pass --onnx, or use --backend pytorch"
-            )
-        from msmlp.runtime.torch_backend import TorchBackend
-
-        return TorchBackend(model, weights=weights, seed=seed, autocast_bf16=precision == "bf16")
-    if engine is not None:
-        if backend not in ("auto", "tensorrt"):
-            raise InputError(f"--backend {backend} cannot run a TensorRT plan; use --backend tensorrt")
-        from msmlp.runtime.trt import TensorRTBackend
-
-        return TensorRTBackend(engine)
-    return _open_onnx(Path(onnx), backend, providers, threads, precision)  # type: ignore[arg-type]
-
-
-def _open_onnx(
-    path: Path, backend: str, providers: Any, threads: int | None, precision: str | None
-) -> Backend:
-    if backend == "auto":
+    kind, source = {"model": ("model", model), "onnx": ("onnx", onnx), "engine": ("plan", engine)}[given[0]]
+    if kind == "onnx" and backend == "auto":
         from msmlp.runtime.select import select_backend
 
-        return select_backend(path, threads=threads, precision=precision)
-    if backend == "onnxruntime":
-        from msmlp.runtime.ort import OnnxRuntimeBackend
+        return select_backend(Path(onnx), threads=threads, precision=precision)  # type: ignore[arg-type]
+    # auto for a model name or a plan: the first backend in the table that opens it (PyTorch, TensorRT)
+    spec = next(s for s in backend_specs() if kind in s.opens) if backend == "auto" else get_spec(backend)
+    if kind not in spec.opens:
+        how = "; or ".join(_PASS[k] for k in sorted(spec.opens))
+        raise InputError(f"--backend {spec.name} {how} (not --{given[0]} {source})")
+    request = Request(
+        source if kind == "model" else Path(source),  # type: ignore[arg-type]
+        kind,
+        precision=precision,
+        threads=threads,
+        providers=providers,
+        weights=weights,
+        seed=seed,
+    )
+    return spec.open(request)
 
-        return OnnxRuntimeBackend(path, providers=providers, threads=threads)
-    if backend == "openvino":
-        from msmlp.runtime.openvino import OpenVINOBackend
 
-        return OpenVINOBackend(path, inference_precision=precision, threads=threads)
-    if backend == "tensorrt":
-        raise InputError(
-            "--backend tensorrt runs a plan: build one with msmlp build ONNX, then pass --engine"
-        )
-    raise InputError(f"--backend pytorch runs a registered model: pass --model NAME instead of --onnx {path}")
-
-
-__all__ = ["BACKENDS", "Backend", "BackendInfo", "open_backend"]
+__all__ = [
+    "Backend",
+    "BackendInfo",
+    "BackendSpec",
+    "backend_names",
+    "backend_specs",
+    "get_spec",
+    "open_backend",
+    "register_backend",
+]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -135,14 +135,26 @@ class Backend(ABC):
         return self.info.precision
 
     # -- inference --------------------------------------------------------------------------------
-    def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run one batch. ``feed`` maps input names to arrays; returns output names to arrays."""
+    def infer(
+        self, feed: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Run one batch. ``feed`` maps input names to arrays; returns output names to arrays.
+
+        ``outputs``: graph tensors to return instead of the logits, for the backends whose spec has
+        ``intermediate_outputs`` (the graph must expose them as outputs); tensors it does not expose
+        are left out of the result, so diagnosis needs no runner of its own.
+        """
         info = self.info
         array = self.check_feed(feed)
         start = time.perf_counter()
-        out = self._infer({info.input_name: array})
+        if outputs is not None:
+            out = self._infer_outputs({info.input_name: array}, tuple(outputs))
+        else:
+            out = self._infer({info.input_name: array})
         self.last_infer_s = time.perf_counter() - start
         self.infer_times_s.append(self.last_infer_s)
+        if outputs is not None:
+            return out
         got = out[info.output_name].shape[0]
         if got != array.shape[0]:
             raise InternalError(f"{self.name}: {array.shape[0]} inputs gave {got} outputs")
@@ -186,6 +198,18 @@ class Backend(ABC):
 
     def _close(self) -> None:  # noqa: B027 - optional hook
         pass
+
+    def _infer_outputs(self, feed: dict[str, np.ndarray], names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """Optional: the named graph tensors (backends with ``intermediate_outputs`` implement it)."""
+        raise InputError(
+            f"the {self.name} backend returns its output {self.info.output_name!r} only, not the graph "
+            f"tensors {list(names)[:3]}; use a backend with intermediate outputs (msmlp compare-layers)"
+        )
+
+    def profile_layers(self, x: np.ndarray, *, runs: int = 10, top: int = 15) -> dict[str, Any]:
+        """Optional: where the time goes per layer, from the backend's own profiler, ranked with
+        :func:`msmlp.runtime.profiling.ranked` (backends whose spec has ``layer_profile`` implement it)."""
+        return {"available": False, "reason": f"the {self.name} backend exposes no per-layer profiler"}
 
     def describe(self) -> dict[str, Any]:
         return self.info.to_dict()

@@ -1,8 +1,8 @@
 """OpenVINO on the CPU behind the backend protocol: the exported ONNX graphs (FP32 and INT8 Q/DQ) read
 directly, at the speed the CPU's BF16/INT8 units allow.
 
-Why OpenVINO: on this project's CPUs ONNX Runtime's FP32 path was within 1.2x of eager PyTorch, while
-OpenVINO with the ``bf16`` inference-precision hint ran the same graph ~3.5x faster (REFERENCE.md).
+Why OpenVINO: with the ``bf16`` inference-precision hint it runs the same graph several times faster
+than ONNX Runtime's FP32 path on a BF16-capable CPU (measured: see docs/performance.md).
 The hint is explicit on purpose: on a BF16-capable CPU OpenVINO *defaults* to bf16, which would
 silently lower the precision of a graph verified in FP32, so ``inference_precision=None`` asks for f32.
 Compiled models are cached (``CACHE_DIR``), so a second start of the same file skips compilation.
@@ -25,6 +25,7 @@ from msmlp.errors import EngineError, InputError, require
 from msmlp.hostcpu import GROUPS, host_cpu
 from msmlp.log import logger
 from msmlp.runtime.base import Backend, BackendInfo
+from msmlp.runtime.registry import BackendSpec, Candidate, Probe, Request, Rows, Sources, Verification
 
 INSTALL = "pip install openvino"
 HINTS = {"f32": "f32", "fp32": "f32", "bf16": "bf16"}
@@ -74,8 +75,7 @@ class OpenVINOBackend(Backend):
     streams; concurrent callers each get their own infer request). ``cache_dir``: compiled-model cache
     (None: :func:`default_cache_dir`; ``False``: no cache). ``pin_threads``: OpenVINO's
     ``ENABLE_CPU_PINNING``, off by default: on shared cores pinned threads cannot move away from a busy
-    neighbour (s2mlpv2_small, batch 8, bf16, 2 shared cores: 1087 ms unpinned vs 1920 ms pinned in one
-    interleaved run). ``artifact``: the file's description when
+    neighbour (measured: see docs/performance.md). ``artifact``: the file's description when
     the caller already has it (a staged file before its manifest exists).
     """
 
@@ -214,13 +214,46 @@ class OpenVINOBackend(Backend):
             self._requests.put(request)
         return {info.output_name: out}
 
+    def _infer_outputs(self, feed: dict[str, np.ndarray], names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        index = {name: i for i, port in enumerate(self._compiled.outputs) for name in port.get_names()}
+        found = [n for n in names if n in index]
+        if len(found) < len(names):
+            logger.debug("openvino: %d asked-for tensors are not separate outputs", len(names) - len(found))
+        request = self._requests.get()
+        try:
+            request.infer({0: feed[self.info.input_name]})
+            return {n: np.array(request.get_output_tensor(index[n]).data, copy=True) for n in found}
+        except RuntimeError as exc:
+            logger.debug("OpenVINO failure", exc_info=True)
+            raise EngineError(f"OpenVINO failed on {self.path.name}: {_first_line(exc)}") from exc
+        finally:
+            self._requests.put(request)
+
     def _close(self) -> None:
         while not self._requests.empty():
             self._requests.get_nowait()
         self._compiled = None
 
     # -- profiling ----------------------------------------------------------------------------------
-    def profile_layers(self, x: np.ndarray, runs: int = 10) -> dict[str, Any]:
+    def profile_layers(self, x: np.ndarray, *, runs: int = 10, top: int = 15) -> dict[str, Any]:
+        """The performance counters ranked, op types labelled with the precision their kernels ran in
+        (``FullyConnected bf16``, ``FullyConnected int8``...), so a Q/DQ placement's effect is visible."""
+        from msmlp.runtime.profiling import ranked
+
+        raw = self.perf_counters(x, runs)
+        node_ms = {r["node"]: r["ms_per_run"] * runs for r in raw["nodes"]}
+        op_of = {r["node"]: f"{r['op']} {r['precision']}" for r in raw["nodes"]}
+        found = ranked("openvino", raw["batch"], runs, node_ms, op_of, top)
+        kernels = {r["node"]: r["exec_type"] for r in raw["nodes"]}
+        for row in found["top_nodes"]:
+            row["exec_type"] = kernels.get(row["node"], "?")
+        by_precision: dict[str, float] = {}
+        for r in raw["nodes"]:
+            by_precision[r["precision"]] = by_precision.get(r["precision"], 0.0) + r["ms_per_run"]
+        found["ms_by_precision"] = dict(sorted(by_precision.items(), key=lambda kv: -kv[1]))
+        return found
+
+    def perf_counters(self, x: np.ndarray, runs: int = 10) -> dict[str, Any]:
         """OpenVINO's own per-layer times (``PERF_COUNT``) over ``runs`` calls after one warm-up call.
 
         Compiles a second, profiling copy of the model with the same options (cheap with the cache), so
@@ -279,3 +312,73 @@ def _first_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     useful = [line for line in lines if not line.startswith(("Exception from", "Check "))]
     return (useful or lines or [type(exc).__name__])[0][:300]
+
+
+# ------------------------------------------------------------------------------------------ table
+
+
+def _hint_support(hint: str) -> tuple[bool, str]:
+    if HINTS.get(hint) == "bf16":
+        return bf16_support()
+    return True, f"{hint} is exact"
+
+
+def _open(request: Request) -> Backend:
+    return OpenVINOBackend(
+        request.source,
+        inference_precision=request.precision,
+        threads=request.threads,
+        artifact=request.artifact,
+        cache_dir=None if request.cache else False,
+    )
+
+
+def _compare_rows(sources: Sources, skipped: dict[str, str]) -> Rows:
+    """f32 on every graph, and the bf16 hint where the CPU has BF16 (on an INT8 graph instead of f32)."""
+    bf16, why = bf16_support()
+    if not bf16:
+        skipped["openvino bf16"] = why
+    rows: Rows = []
+    for precision, path in sources.graphs:
+        hints = ["f32", "bf16"] if bf16 and precision == "fp32" else ["bf16" if bf16 else "f32"]
+        for hint in hints:
+            label = f"openvino {'bf16' if hint == 'bf16' and precision == 'fp32' else precision}"
+            label += " (bf16 hint)" if precision == "int8" and hint == "bf16" else ""
+            rows.append((label, OpenVINOBackend(path, inference_precision=hint, threads=sources.threads)))
+    return rows
+
+
+# ``auto``'s ranks (lower is faster, measured: see docs/performance.md). The verification keys are the
+# ones model.json files already record: bf16, fp32_openvino, int8_openvino.
+SPEC = BackendSpec(
+    name="openvino",
+    title="OpenVINO",
+    probe=Probe("openvino", INSTALL),
+    opens=frozenset({"onnx"}),
+    factory=_open,
+    hints=("f32", "bf16"),
+    hint_support=_hint_support,
+    candidates=(
+        Candidate("openvino", "bf16", "bf16", "bf16", graph="fp32", rank=10, lowers=True),
+        Candidate("openvino", "f32", "fp32_openvino", "fp32", graph="fp32", rank=30),
+        Candidate("openvino", "bf16", "int8_openvino", "int8", graph="int8", rank=10, lowers=True),
+        Candidate("openvino", "f32", "int8_openvino", "int8", graph="int8", rank=20),
+    ),
+    verifications=(
+        Verification(
+            "bf16", "fp32", "bf16", "verify BF16 against PyTorch (OpenVINO, bf16 hint)", ("bf16",), bf16=True
+        ),
+        Verification(
+            "int8_openvino",
+            "int8",
+            "int8",
+            "verify INT8 on OpenVINO against PyTorch FP32 (held out)",
+            ("bf16", "f32"),
+        ),
+    ),
+    compare_rows=_compare_rows,
+    compare_layer_targets={"openvino": {}, "openvino-bf16": {"precision": "bf16"}},
+    intermediate_outputs=True,
+    layer_profile=True,
+    distributions=("openvino",),
+)

@@ -17,6 +17,7 @@ from msmlp.artifacts import ArtifactInfo, read_artifact
 from msmlp.errors import EngineError, InputError
 from msmlp.log import logger
 from msmlp.runtime.base import Backend, BackendInfo
+from msmlp.runtime.registry import BackendSpec, Candidate, Probe, Request, Rows, Sources
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -65,8 +66,7 @@ def session_from_onnx(
     Asked-for GPU providers that fail to start are an error, not a silent fall-back to the CPU
     (``"auto"`` does fall back, and logs it). ``spin=False`` makes idle intra-op threads sleep instead
     of busy-waiting: on a machine whose cores are shared (other processes, the HTTP server, a batcher
-    thread) spinning threads steal them; measured on s2mlpv2_small at batch 1 on the shared 2-core
-    development machine: 89 ms without spinning, 240 ms with.
+    thread) spinning threads steal them (measured: see docs/performance.md).
     """
     import onnxruntime as ort
 
@@ -208,5 +208,95 @@ class OnnxRuntimeBackend(Backend):
             raise EngineError(f"ONNX Runtime failed on {self.path.name}: {_ort_message(exc)}") from exc
         return {info.output_name: np.asarray(out, dtype=np.float32)}
 
+    def _infer_outputs(self, feed: dict[str, np.ndarray], names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        array = feed[self.info.input_name]
+        if array.dtype != self._input_dtype:
+            array = array.astype(self._input_dtype)
+        try:
+            values = self.session.run(list(names), {self.info.input_name: array})
+        except Exception as exc:  # ORT's Fail / InvalidArgument, e.g. a name that is not a graph output
+            logger.debug("ONNX Runtime failure", exc_info=True)
+            raise EngineError(f"ONNX Runtime failed on {self.path.name}: {_ort_message(exc)}") from exc
+        return dict(zip(names, values))
+
     def _close(self) -> None:
         self.session = None
+
+    def profile_layers(self, x: np.ndarray, *, runs: int = 10, top: int = 15) -> dict[str, Any]:
+        """A profiling session beside the backend's (same providers and threads): nodes and op types
+        ranked by kernel time over ``runs`` runs, after one warm-up run that is left out."""
+        import math
+        import tempfile
+
+        import onnxruntime as ort
+
+        from msmlp.runtime.profiling import ranked, read_trace
+
+        array = self.check_feed({self.info.input_name: x}).astype(self._input_dtype)
+        with tempfile.TemporaryDirectory(prefix="msmlp-ortprof-") as tmp:
+            options = ort.SessionOptions()
+            options.enable_profiling = True
+            options.profile_file_prefix = str(Path(tmp) / "ort")
+            if self.threads:
+                options.intra_op_num_threads = int(self.threads)
+            providers = list(self.info.details.get("providers") or [PROVIDERS["cpu"]])
+            session = ort.InferenceSession(str(self.path), options, providers=providers)
+            feed = {session.get_inputs()[0].name: array}
+            for _ in range(runs + 1):
+                session.run(None, feed)
+            events = read_trace(session.end_profiling())
+        model_runs = sorted(
+            (e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
+            key=lambda e: e["ts"],
+        )
+        warm_end = model_runs[0]["ts"] + model_runs[0]["dur"] if model_runs else -math.inf
+        node_ms: dict[str, float] = {}
+        op_of: dict[str, str] = {}
+        for e in events:
+            name = str(e.get("name", ""))
+            if e.get("cat") == "Node" and name.endswith("_kernel_time") and e["ts"] >= warm_end:
+                node = name[: -len("_kernel_time")]
+                node_ms[node] = node_ms.get(node, 0.0) + float(e.get("dur", 0)) / 1e3
+                op_of[node] = str(e.get("args", {}).get("op_name", "?"))
+        return ranked("onnxruntime", len(x), max(len(model_runs) - 1, 1), node_ms, op_of, top)
+
+
+# ------------------------------------------------------------------------------------------ table
+
+
+def _open(request: Request) -> Backend:
+    return OnnxRuntimeBackend(
+        request.source, providers=request.providers, threads=request.threads, artifact=request.artifact
+    )
+
+
+def _compare_rows(sources: Sources, skipped: dict[str, str]) -> Rows:
+    return [
+        (f"onnxruntime {precision}", OnnxRuntimeBackend(path, threads=sources.threads))
+        for precision, path in sources.graphs
+    ]
+
+
+# ``auto``'s ranks (lower is faster, measured: see docs/performance.md): ONNX Runtime is the FP32 and
+# FP16 runtime; on an INT8 Q/DQ graph OpenVINO comes first.
+SPEC = BackendSpec(
+    name="onnxruntime",
+    title="ONNX Runtime",
+    probe=Probe("onnxruntime", "pip install onnxruntime-gpu"),
+    opens=frozenset({"onnx"}),
+    factory=_open,
+    candidates=(
+        Candidate("onnxruntime", None, "fp32", "fp32", graph="fp32", rank=20),
+        Candidate("onnxruntime", None, "int8", "int8", graph="int8", rank=30),
+        Candidate("onnxruntime", None, "fp16", "fp16", graph="fp16", rank=10),
+    ),
+    compare_rows=_compare_rows,
+    compare_layer_targets={
+        "onnxruntime": {},
+        "tensorrt": {"providers": ["tensorrt", "cpu"]},  # ONNX Runtime's TensorRT execution provider
+        "cuda": {"providers": ["cuda", "cpu"]},
+    },
+    intermediate_outputs=True,
+    layer_profile=True,
+    distributions=("onnxruntime-gpu", "onnxruntime"),
+)

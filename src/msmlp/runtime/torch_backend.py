@@ -1,23 +1,31 @@
-"""The PyTorch reference model behind the backend protocol."""
+"""The PyTorch reference model behind the backend protocol.
+
+torch is imported when a backend is built or loaded, not with this module, so reading the backend table
+(:data:`SPEC`) stays cheap.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn as nn
 
 from msmlp.models.config import DeployConfig
 from msmlp.runtime.base import Backend, BackendInfo
+from msmlp.runtime.registry import BackendSpec, Probe, Request, Rows, Sources
 
-_PRECISIONS = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+if TYPE_CHECKING:
+    import torch
+    import torch.nn as nn
+
+_PRECISIONS = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 
 
 class TorchBackend(Backend):
     """Runs a registered model (by name, via :func:`msmlp.models.weights.load_for_deploy`) or a given
     module in eval mode under ``torch.inference_mode``. ``autocast_bf16`` runs under CPU bf16 autocast,
-    the baseline a PyTorch user would pick on a CPU with AMX."""
+    the baseline a PyTorch user would pick on a CPU with AMX. ``dtype``: None means float32."""
 
     name = "pytorch"
 
@@ -26,17 +34,20 @@ class TorchBackend(Backend):
         model: nn.Module | str,
         weights: str | Path | None = None,
         device: str = "cpu",
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | None = None,
         config: DeployConfig | None = None,
         *,
         seed: int = 0,
         autocast_bf16: bool = False,
     ) -> None:
+        import torch
+
         super().__init__()
-        if dtype not in _PRECISIONS:
+        dtype = torch.float32 if dtype is None else dtype
+        if str(dtype).removeprefix("torch.") not in _PRECISIONS:
             from msmlp.errors import InputError
 
-            raise InputError(f"dtype {dtype} is not one of {', '.join(map(str, _PRECISIONS))}")
+            raise InputError(f"dtype {dtype} is not one of {', '.join('torch.' + d for d in _PRECISIONS)}")
         self._model_arg = model
         self._weights = weights
         self._seed = seed
@@ -59,7 +70,7 @@ class TorchBackend(Backend):
         weights = getattr(model, "weights_info", {}) or {}
         return BackendInfo(
             backend=self.name,
-            precision="bf16" if self.autocast_bf16 else _PRECISIONS[self.dtype],
+            precision="bf16" if self.autocast_bf16 else _PRECISIONS[str(self.dtype).removeprefix("torch.")],
             input_name=config.input_name,
             input_shape=(-1, *config.input_size),
             output_name=config.output_name,
@@ -70,6 +81,8 @@ class TorchBackend(Backend):
         )
 
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
         assert self.model is not None
         info = self.info
         x = torch.from_numpy(feed[info.input_name]).to(self.device, self.dtype)
@@ -79,3 +92,53 @@ class TorchBackend(Backend):
 
     def _close(self) -> None:
         self.model = None
+
+    def profile_layers(self, x: np.ndarray, *, runs: int = 10, top: int = 15) -> dict[str, Any]:
+        """torch.profiler over ``runs`` calls after one warm-up call, ranked by self time per op type."""
+        import torch
+        from torch.profiler import ProfilerActivity, profile
+
+        from msmlp.runtime.profiling import ranked
+
+        cuda = self.device.type == "cuda" and torch.cuda.is_available()
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        self(x)
+        with profile(activities=activities) as prof:
+            for _ in range(runs):
+                self(x)
+        op_ms = {
+            e.key: (e.self_device_time_total if cuda else e.self_cpu_time_total) / 1e3
+            for e in prof.key_averages()
+            if (e.self_device_time_total if cuda else e.self_cpu_time_total) > 0
+        }
+        return ranked("pytorch", len(x), runs, {}, {}, top, op_ms=op_ms)
+
+
+def _open(request: Request) -> Backend:
+    return TorchBackend(
+        request.source,
+        weights=request.weights,
+        seed=request.seed,
+        autocast_bf16=request.precision == "bf16",
+    )
+
+
+def _compare_rows(sources: Sources, skipped: dict[str, str]) -> Rows:
+    """The reference (eager FP32) first: every other row is compared with it."""
+    return [
+        ("pytorch fp32 (eager)", TorchBackend(sources.module)),
+        ("pytorch bf16 autocast", TorchBackend(sources.module, autocast_bf16=True)),
+    ]
+
+
+SPEC = BackendSpec(
+    name="pytorch",
+    title="PyTorch",
+    probe=Probe("torch", "pip install torch"),
+    opens=frozenset({"model"}),
+    factory=_open,
+    hints=("bf16",),
+    compare_rows=_compare_rows,
+    layer_profile=True,
+    distributions=("torch",),
+)

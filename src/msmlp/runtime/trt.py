@@ -45,6 +45,7 @@ from msmlp.log import logger
 if TYPE_CHECKING:  # never imported at run time; lets shared/tools/trt_api_names.py check this file
     import tensorrt as trt  # noqa: F401
 from msmlp.runtime.base import Backend, BackendInfo
+from msmlp.runtime.registry import BackendSpec, Probe, Request, Rows, Sources
 
 
 @dataclass
@@ -380,3 +381,37 @@ class TensorRTBackend(Backend):
 def _cuda_result(result: Any) -> tuple[Any, ...]:
     """A cuda-python result as a tuple ``(error, values...)``, whether or not it came as one."""
     return tuple(result) if isinstance(result, tuple) else (result,)
+
+# ------------------------------------------------------------------------------------------ table
+
+
+def _open(request: Request) -> Backend:
+    return TensorRTBackend(request.source)
+
+
+def _compare_rows(sources: Sources, skipped: dict[str, str]) -> Rows:
+    """One row per plan in the folder, where a CUDA GPU is present."""
+    if not sources.plans:
+        return []
+    try:
+        import tensorrt  # noqa: F401
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ImportError("no CUDA GPU")
+    except (ImportError, OSError) as exc:  # OSError: bindings without their shared library
+        skipped["tensorrt"] = f"{len(sources.plans)} plan(s) found but TensorRT cannot run here ({exc})"
+        return []
+    return [(f"tensorrt {p.stem}", TensorRTBackend(p)) for p in sources.plans]
+
+
+SPEC = BackendSpec(
+    name="tensorrt",
+    title="TensorRT",
+    probe=Probe("tensorrt", "pip install tensorrt"),
+    opens=frozenset({"plan"}),
+    factory=_open,
+    compare_rows=_compare_rows,
+    plugin_nodes=True,
+    distributions=("tensorrt",),
+)
