@@ -70,13 +70,15 @@ def test_a_drop_above_the_budget_exits_3_and_keeps_no_int8(gated, cli, val, tmp_
     assert drop > 0, "INT8 flipped none of the near ties: the failing case cannot be shown on this set"
     again = tmp_path / "out"
     again.mkdir()
-    for p in [out / "model.onnx", out / "model.json", *out.glob("calib_*")]:  # FP32 reused, not re-exported
+    # FP32 reused (not re-exported), and the INT8 graph an earlier run kept, which the refusal must remove
+    for p in [out / "model.onnx", out / "model.int8.onnx", out / "model.json", *out.glob("calib_*")]:
         shutil.copy(p, again / p.name)
     result = cli("msmlp-export", "--model", "msmlp_micro", "--int8", "--no-bf16", "--val", val,
                  "--max-accuracy-drop", f"{drop / 2:.6f}", "--out", again, timeout=900)  # fmt: skip
     errors = [line for line in result.stderr.splitlines() if "error:" in line]
     assert result.returncode == 3 and "Traceback" not in result.stderr, result.stderr
     assert len(errors) == 1 and "more than --max-accuracy-drop" in errors[0] and "not kept" in errors[0]
+    assert "the one an earlier run left in --out was removed" in errors[0]
     assert not (again / "model.int8.onnx").exists() and not list(again.glob(".*unverified*"))
     report = json.loads((again / "accuracy_int8.json").read_text())
     assert report["gate"]["passed"] is False and report["gate"]["drop_points"] == drop

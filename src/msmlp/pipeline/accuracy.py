@@ -94,6 +94,9 @@ def accuracy_gate(run: RunState, stage: Path) -> dict[str, Any]:
     report = build_report(data, candidates, tallies, progress, reference=0, batch=EVAL_BATCH, workers=workers)
     record = gate_record(report, opts.max_accuracy_drop)
     write_text_atomic(run.out / REPORT, json.dumps({**report, "gate": record}, indent=2) + "\n")
+    stale = ""
+    if record["passed"] is False:
+        stale = _drop_earlier_int8(run)
     run.manifest.record_verification(KEY, record)
     run.manifest.write()
     run.result.accuracy = record
@@ -103,11 +106,24 @@ def accuracy_gate(run: RunState, stage: Path) -> dict[str, Any]:
             f"INT8 loses {record['drop_points']:.2f} top-1 points (95% CI {lo:.2f} to {hi:.2f}) on --val "
             f"{str(opts.val)!r} "
             f"(FP32 {_pct(record['fp32'])}, INT8 {_pct(record['int8'])}), more than --max-accuracy-drop "
-            f"{opts.max_accuracy_drop}; model.int8.onnx was not kept (report: {run.out / REPORT}); "
+            f"{opts.max_accuracy_drop}; model.int8.onnx was not kept{stale} (report: {run.out / REPORT}); "
             "calibrate on more or other images (--calib, --calib-size, --calib-method), keep layers in FP32 "
             "(--accuracy-search, --keep-fp32), or raise the budget"
         )
     return record
+
+
+def _drop_earlier_int8(run: RunState) -> str:
+    """A refused graph leaves no INT8 graph behind: one from an earlier run in --out (which a deploy step
+    would otherwise pick up, next to a verify_int8.json that no longer describes it) goes too."""
+    from msmlp.artifacts import ONNX_FILES
+
+    earlier = run.out / ONNX_FILES["int8"]
+    if not earlier.is_file():
+        return ""
+    earlier.unlink()
+    run.manifest.remove(earlier.name)
+    return ", and the one an earlier run left in --out was removed"
 
 
 def search_inputs(run: RunState) -> tuple[Any, Any]:
