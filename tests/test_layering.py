@@ -21,6 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "msmlp"
 LAYERS: dict[str, int] = {
     "errors": 0,
     "log": 0,
+    "extras": 0,
     "fileio": 0,
     "hostcpu": 0,
     "lazy": 0,  # PEP 562 re-exports: standard library only
@@ -29,6 +30,7 @@ LAYERS: dict[str, int] = {
     "plugins": 2,
     "data": 3,
     "artifacts": 4,
+    "onnxproto": 4,
     "manifest": 4,
     "exporters": 5,
     "runtime": 6,
@@ -51,6 +53,8 @@ PEER_IMPORTS: set[tuple[str, str]] = {
     ("__init__", "lazy"),  # ... and loads its other names on first use
     ("optionspec", "errors"),  # a bad option value is an InputError
     ("hostcpu", "errors"),  # an unknown MSMLP_CPU_MASK name is an InputError
+    ("extras", "errors"),  # a missing extra is a MissingDependencyError
+    ("artifacts", "onnxproto"),  # an artefact's description is read from its ONNX header without onnx
     ("manifest", "artifacts"),  # the writer of model.json reuses its reader's names
     ("diagnose", "verify"),  # diagnosis builds on verification's comparison
     ("evaluate", "diagnose"),  # eval takes its candidates the way compare-layers does

@@ -114,6 +114,8 @@ TOY = FamilySpec(
     fp32_norms=(RMS,),
     shift_forms=(),  # the builder takes no shift_form: one form only
     plugin_shifts=(),
+    classifier="classifier",  # not "head": the class count is read from what the family declares
+    input_stride=8,
 )
 CONFIG = DeployConfig(input_size=(3, 32, 32), num_classes=10, max_batch=8, family=TOY.name)
 
@@ -228,11 +230,30 @@ def test_declarations_that_do_not_fit_fail_loudly(toy, tmp_path):
         fp32_norms=(RMS,),
         shift_forms=(),
         plugin_shifts=(),
+        classifier="classifier",
     )
     model = msmlp.create_model(toy)
     with pytest.raises(InputError, match=r"child 'shift' of block trunk.0 \(ToyBlock\) is in none"):
         make_contributing(model, family=partial)
     with pytest.raises(ValueError, match="declares no block types"):
-        FamilySpec(name="empty", blocks=(), fp32_norms=(), shift_forms=(), plugin_shifts=())
+        FamilySpec(
+            name="empty", blocks=(), fp32_norms=(), shift_forms=(), plugin_shifts=(), classifier="head"
+        )
     with pytest.raises(InputError, match="carries no deploy_config"):
         block_contributions(ToyNet(), torch.zeros(1, 3, 32, 32))
+
+
+def test_a_fine_tuned_checkpoint_keeps_the_head_its_family_declares(toy, tmp_path):
+    """The class count is read from the declared classifier (``classifier``, not ``head``); the input
+    size is checked against the declared stride."""
+    from msmlp.models.variant import check_input_size
+    from msmlp.models.weights import load_for_deploy
+
+    tuned = ToyNet(num_classes=4)
+    torch.save({"model": tuned.state_dict()}, tmp_path / "tuned.pth")
+    model = load_for_deploy(toy, tmp_path / "tuned.pth")
+    assert model.deploy_config.num_classes == 4 and model.classifier.out_features == 4
+    torch.testing.assert_close(model.classifier.weight, tuned.classifier.weight)
+    assert check_input_size(toy, (48, 40)) == (48, 40)
+    with pytest.raises(InputError, match="multiple of its total stride 8"):
+        check_input_size(toy, (36, 36))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,11 +20,15 @@ from msmlp.artifacts import PLAN_SUFFIXES
 from msmlp.data.labels import Prediction, topk
 from msmlp.data.transforms import load_image, preprocess
 from msmlp.errors import InputError
+from msmlp.extras import require_extra
 from msmlp.models.config import DeployConfig
 from msmlp.optionspec import build, keyword_signature
-from msmlp.pipeline import ExportOptions, ExportResult, run_export
+from msmlp.pipeline.options import ExportOptions
 from msmlp.runtime import open_backend
 from msmlp.runtime.base import Backend, run_in_batches
+
+if TYPE_CHECKING:  # the export pipeline imports torch and onnx: loaded by export() alone
+    from msmlp.pipeline import ExportResult
 
 MAX_CHUNK = 32
 
@@ -33,6 +37,9 @@ def export(model: str, **options: Any) -> ExportResult:
     """Export, check and verify ``model`` like ``msmlp-export``. The keywords are the
     :class:`ExportOptions` fields, declared once for the CLI and here: same names, defaults, conversions
     (a text path or ``batch="1,8,64"`` is read as the CLI reads it) and checks."""
+    require_extra("export", "msmlp.export()")
+    from msmlp.pipeline.run import run_export
+
     return run_export(build(ExportOptions, model=model, **options))
 
 
@@ -61,9 +68,10 @@ class Predictor:
         return run_in_batches(self.backend, np.asarray(array, dtype=np.float32), MAX_CHUNK)
 
     def predict(self, images: Sequence[str | Path | bytes | Any], k: int = 5) -> list[list[Prediction]]:
-        """Image files, bytes or PIL images -> the top-``k`` classes of each."""
+        """Image files, bytes or PIL images -> the top-``k`` classes of each, named by the model's own
+        labels (recorded at export with ``--labels``) or ImageNet's."""
         pictures = [load_image(im) if isinstance(im, (str, Path, bytes)) else im for im in images]
-        return topk(self.logits(preprocess(pictures, self.config)), k)
+        return topk(self.logits(preprocess(pictures, self.config)), k, self.config.labels)
 
     def close(self) -> None:
         self.backend.close()

@@ -9,6 +9,7 @@ nobody else parses ``model.json`` or a sidecar.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from msmlp.errors import EngineError, InputError
 from msmlp.fileio import file_sha256, write_text_atomic
 from msmlp.log import logger
 from msmlp.models.config import DeployConfig
+from msmlp.onnxproto import OnnxHeader, ValueInfo, read_onnx_header
 
 FORMAT = "msmlp-export/1"
 PLAN_FORMAT = "msmlp-plan/1"
@@ -123,11 +125,9 @@ def read_artifact(path: str | Path) -> ArtifactInfo:
 
 
 def _read_onnx(path: Path) -> ArtifactInfo:
-    graph = load_onnx_header(path)
+    graph = read_onnx_header(path)
     inputs, outputs = _onnx_io(graph)
-    embedded = {
-        p.key.removeprefix("msmlp."): p.value for p in graph.metadata_props if p.key.startswith("msmlp.")
-    }
+    embedded = {k.removeprefix("msmlp."): v for k, v in graph.metadata.items() if k.startswith("msmlp.")}
     manifest, entry = _manifest_entry(path)
     model = (manifest or {}).get("model") or embedded.get("model")
     config = _config(manifest.get("config") if manifest else None, model)
@@ -167,24 +167,18 @@ def load_onnx_header(path: Path) -> Any:
         ) from exc
 
 
-def _onnx_io(graph: Any) -> tuple[tuple[TensorInfo, ...], tuple[TensorInfo, ...]]:
-    weights = {init.name for init in graph.graph.initializer}
+def _onnx_io(graph: OnnxHeader) -> tuple[tuple[TensorInfo, ...], tuple[TensorInfo, ...]]:
+    def info(vi: ValueInfo) -> TensorInfo:
+        return TensorInfo(vi.name, vi.dims, _ONNX_DTYPES.get(vi.elem_type, f"onnx:{vi.elem_type}"))
 
-    def info(vi: Any) -> TensorInfo:
-        t = vi.type.tensor_type
-        dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in t.shape.dim)
-        return TensorInfo(vi.name, dims, _ONNX_DTYPES.get(t.elem_type, f"onnx:{t.elem_type}"))
-
-    inputs = tuple(info(vi) for vi in graph.graph.input if vi.name not in weights)
-    return inputs, tuple(info(vi) for vi in graph.graph.output)
+    return tuple(info(vi) for vi in graph.feeds), tuple(info(vi) for vi in graph.outputs)
 
 
-def graph_precision(graph: Any) -> str:
+def graph_precision(graph: OnnxHeader) -> str:
     """``int8`` if the graph quantizes (Q/DQ), ``fp16`` if it holds float16 weights, else ``fp32``."""
-    ops = {n.op_type for n in graph.graph.node}
-    if {"QuantizeLinear", "DequantizeLinear"} & ops:
+    if {"QuantizeLinear", "DequantizeLinear"} & graph.op_types:
         return "int8"
-    if any(t.data_type == 10 for t in graph.graph.initializer):  # TensorProto.FLOAT16
+    if 10 in graph.initializer_types:  # TensorProto.FLOAT16
         return "fp16"
     return "fp32"
 
@@ -324,7 +318,7 @@ def _config(recorded: Any, model: str | None) -> DeployConfig | None:
             return DeployConfig.from_dict(recorded)
         except (TypeError, ValueError):
             logger.warning("unreadable deploy config in metadata; using the registered model's")
-    if model:
+    if model and importlib.util.find_spec("torch") is not None:  # the registry is PyTorch's ([export])
         from msmlp.models.registry import get_config, list_models
 
         if model in list_models():

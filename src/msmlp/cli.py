@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from msmlp import __version__
-from msmlp.errors import MsmlpError
+from msmlp.errors import MissingDependencyError, MsmlpError
+from msmlp.extras import extra_of
 
 COMMANDS = {
     "models": "msmlp.commands.models",
@@ -126,6 +127,10 @@ def _execute(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         print(f"{parser.prog}: terminated", file=sys.stderr)
         return EXIT_TERMINATED
     except Exception as exc:  # a bug: say so, keep the traceback, never show it raw unless asked
+        if isinstance(exc, ModuleNotFoundError) and (extra := extra_of(exc.name)):
+            # a step without its own check of its extra: still one line that names it
+            message = f'{exc.name} is not installed; install it with: pip install "msmlp[{extra}]"'
+            return _fail(parser, message, MissingDependencyError.exit_code, args.verbose)
         log = _write_crash_log(exc)
         if args.verbose:
             traceback.print_exc()

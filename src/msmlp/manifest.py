@@ -48,7 +48,7 @@ class Manifest:
             "format": FORMAT,
             "model": model,
             "family": config.family,
-            "config": config.to_dict(),
+            "config": json.loads(json.dumps(config.to_dict())),  # as read back: lists, not tuples
             "weights": dict(weights),
             "opset": opset,
             "batch": list(batch),
@@ -64,7 +64,9 @@ class Manifest:
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
         old = read_json(out / MANIFEST)
-        same = old and all(old.get(k) == data[k] for k in ("format", "model", "weights", "opset", "batch"))
+        same = old and all(
+            old.get(k) == data[k] for k in ("format", "model", "config", "weights", "opset", "batch")
+        )
         if same:
             for name, entry in (old.get("artifacts") or {}).items():
                 file = out / name

@@ -4,7 +4,7 @@ and the Python API keywords (:func:`build`, :func:`keyword_signature`), with the
 conversions and choice checks. Standard library only, so building ``--help`` stays fast.
 
 The value parsers several commands share (:func:`parse_int_list`, :func:`parse_batch`,
-:func:`parse_providers`) live here too, below every layer that reads options.
+:func:`parse_providers`, :func:`parse_input_size`) live here too, below every layer that reads options.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import difflib
 import inspect
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,3 +206,15 @@ def parse_providers(text: str | None) -> Any:
     if not text:
         return None
     return "auto" if text.strip() == "auto" else [p.strip() for p in text.split(",") if p.strip()]
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*$")
+
+
+def parse_input_size(text: str, option: str = "--input-size") -> tuple[int, int]:
+    """``"256"`` -> (256, 256); ``"256x320"`` -> (height 256, width 320)."""
+    found = _SIZE.match(text) if text.isascii() else None
+    if not found or int(found.group(1)) < 1 or int(found.group(2) or 1) < 1:
+        raise InputError(f"{option} {text!r} must be SIDE or HEIGHTxWIDTH in pixels, e.g. 256 or 256x320")
+    h = int(found.group(1))
+    return h, int(found.group(2) or h)

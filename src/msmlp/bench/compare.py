@@ -186,7 +186,7 @@ def _sources(opts: BenchOptions, tmp: Path) -> tuple[Any, dict[str, Any], dict[s
     seed = (
         int(info.weights.get("seed", opts.seed)) if info.weights.get("source") == "synthetic" else opts.seed
     )
-    module = load_for_deploy(info.model, weights, seed, quiet=True)
+    module = load_for_deploy(info.model, weights, seed, quiet=True, config=info.config)
     int8 = folder / ONNX_FILES["int8"]
     plans = sorted(p for p in folder.iterdir() if p.suffix in (".plan", ".engine"))
     target = {"kind": "onnx_dir", "path": str(folder), "model": info.model}

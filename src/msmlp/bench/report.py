@@ -96,20 +96,24 @@ def format_profile(profile: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_report(report: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
-    """``bench.json`` and ``bench.png`` in ``out_dir`` (each written to a temp file, then renamed)."""
+def write_report(report: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path | None]:
+    """``bench.json`` and ``bench.png`` in ``out_dir`` (each written to a temp file, then renamed).
+
+    The plot needs matplotlib (the [plot] extra); without it only bench.json is written (png is None)."""
+    import importlib.util
+
     from msmlp.bench.plot import plot_report
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path, png_path = out / "bench.json", out / "bench.png"
-    for path, write in (
-        (json_path, lambda p: p.write_text(json.dumps(report, indent=2) + "\n")),
-        (png_path, lambda p: plot_report(report, p)),
-    ):
+    writers = [(json_path, lambda p: p.write_text(json.dumps(report, indent=2) + "\n"))]
+    if importlib.util.find_spec("matplotlib") is not None:
+        writers.append((png_path, lambda p: plot_report(report, p)))
+    for path, write in writers:
         with atomic_path(path) as tmp:
             write(tmp)
-    return json_path, png_path
+    return json_path, png_path if len(writers) == 2 else None
 
 
 def format_compare(compare: dict[str, Any]) -> str:

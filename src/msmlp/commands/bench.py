@@ -64,5 +64,8 @@ def run(args: argparse.Namespace) -> int:
     if report.get("concurrency"):
         print(format_concurrency(report["concurrency"]))
     json_path, png_path = write_report(report, args.out)
-    print(f"wrote {json_path} and {png_path}")
+    if png_path is None:
+        print(f'wrote {json_path} (no bench.png: matplotlib is not installed; pip install "msmlp[plot]")')
+    else:
+        print(f"wrote {json_path} and {png_path}")
     return 0

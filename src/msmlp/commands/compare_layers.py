@@ -79,6 +79,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from msmlp.extras import require_extra
+
+    require_extra("export", "msmlp compare-layers")
     from msmlp.commands import check_positive
     from msmlp.diagnose.compare import compare_layers
     from msmlp.diagnose.plot import plot_depth

@@ -97,7 +97,6 @@ def _check(args: argparse.Namespace) -> tuple[list[Any], Any, Path, int]:
     from msmlp.errors import InputError
     from msmlp.evaluate.candidates import parse_candidate
     from msmlp.evaluate.datasets import open_dataset, read_class_names
-    from msmlp.models.registry import get_config
 
     for value, option in ((args.batch, "--batch"), (args.workers, "--workers"), (args.limit, "--limit")):
         check_positive(value, option)
@@ -112,7 +111,7 @@ def _check(args: argparse.Namespace) -> tuple[list[Any], Any, Path, int]:
     specs = [parse_candidate(c) for c in args.candidate]
     classes = [(s.label, s.classes) for s in specs]
     if args.model:
-        classes.insert(0, (f"--model {args.model}", get_config(args.model).num_classes))
+        classes.insert(0, (f"--model {args.model}", _model_classes(args.model, args.weights)))
     names = read_class_names(args.labels) if args.labels else None
     for where, count in classes:
         if names is not None and len(names) != count:
@@ -120,7 +119,11 @@ def _check(args: argparse.Namespace) -> tuple[list[Any], Any, Path, int]:
                 f"--labels {str(args.labels)!r} lists {len(names)} class names but {where} outputs {count} "
                 "classes; one name per output class"
             )
-    data = open_dataset(args.data, ground_truth=args.ground_truth, class_names=names).head(args.limit)
+    data = open_dataset(args.data, ground_truth=args.ground_truth, class_names=names)
+    recorded = next((s.config.labels for s in specs if s.config.labels), ())  # msmlp-export --labels
+    if names is None and recorded:
+        data = _with_recorded_labels(data, recorded, args.ground_truth)
+    data = data.head(args.limit)
     for where, count in classes:
         data.check_classes(count, where)
     _check_decodable(data, args.strict)
@@ -156,6 +159,29 @@ def _check_decodable(data: Any, strict: bool) -> None:
             bad[0][0],
             bad[0][1],
         )
+
+
+def _model_classes(model: str, weights: Path | None) -> int:
+    """--model's class count: its checkpoint's head (a fine-tuned checkpoint keeps its classes)."""
+    from msmlp.models.checkpoint import read_state_dict
+    from msmlp.models.variant import resolve_classes
+
+    return resolve_classes(model, read_state_dict(weights) if weights else None, None, str(weights or ""))
+
+
+def _with_recorded_labels(data: Any, labels: tuple[str, ...], ground_truth: Path | None) -> Any:
+    """Class folders named by the model's own labels map by name; labels that are indices (a table, a
+    ground-truth file, folders named 0..N-1) keep their indices and are shown by the model's names."""
+    from msmlp.evaluate.datasets import open_dataset
+
+    folders = set(data.class_names) if data.layout == "imagefolder" else set()
+    if folders and folders <= set(labels):
+        return open_dataset(data.source, ground_truth=ground_truth, class_names=labels)
+    if data.layout == "imagefolder" and set(data.class_names) != {
+        str(i) for i in range(len(data.class_names))
+    }:
+        return data  # folders named by something else: their names are the classes
+    return data.named(labels)
 
 
 def _load(specs: list[Any], args: argparse.Namespace) -> list[Any]:

@@ -28,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from msmlp.extras import require_extra
+
+    require_extra("export", "msmlp export")
     from msmlp.pipeline import run_export
     from msmlp.verify import summary_line
 

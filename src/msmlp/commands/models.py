@@ -18,6 +18,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from msmlp.extras import require_extra
+
+    require_extra("export", "msmlp models (the PyTorch reference models)", modules=("torch",))
     from msmlp.models import get_config, list_models
     from msmlp.models.complexity import complexity_of
 

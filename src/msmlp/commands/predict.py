@@ -1,4 +1,5 @@
-"""Print the top-k ImageNet classes for images, with PyTorch (--model) or an exported graph (--onnx).
+"""Print the top-k classes for images, with PyTorch (--model) or an exported graph (--onnx), named by the
+labels the export recorded (msmlp-export --labels), else ImageNet's.
 
 With --onnx the preprocessing comes from model.json beside the file (or from --model, which is then
 also checked against the graph), and it runs on the fastest verified CPU backend unless --backend says
@@ -18,7 +19,7 @@ from typing import Any
 
 from msmlp.commands.args import add_backend_args
 
-HELP = "top-k ImageNet classes for images, on any backend (--backend; `msmlp predict -h` lists them)"
+HELP = "top-k classes for images, by the export's labels or ImageNet's, on any backend (--backend)"
 MAX_CHUNK = 32
 
 
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         logger.warning("note: synthetic weights (no checkpoint): these classes are meaningless")
     rows = [
         {"image": str(path), "predictions": [p.to_dict() for p in preds]}
-        for path, preds in zip(args.images, topk(logits, args.topk))
+        for path, preds in zip(args.images, topk(logits, args.topk, config.labels))
     ]
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -77,7 +78,8 @@ def config_for(backend: Any, expected: str | None) -> Any:
     from msmlp.models.registry import get_config
 
     if expected is not None:
-        config = get_config(expected)
+        recorded = backend.info.config  # the export's own head, size and labels, when it records them
+        config = recorded if recorded is not None and backend.info.model == expected else get_config(expected)
         backend.check_model(expected, config)
         return config
     if backend.info.config is not None:

@@ -80,6 +80,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from msmlp.extras import require_extra
+
+    if getattr(args, "server", None) != "triton":
+        require_extra("serve", "msmlp serve")
     from msmlp.commands import check_positive
     from msmlp.commands.args import open_source
     from msmlp.serve import serve

@@ -54,6 +54,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from msmlp.extras import require_extra
+
+    # The reference is PyTorch FP32 recomputed on the images: model.json records summaries, not logits.
+    require_extra("export", "msmlp verify (its reference is PyTorch FP32)", modules=("torch",))
     from msmlp.commands.args import open_source
     from msmlp.pipeline.images import held_out_images, verification_images
     from msmlp.runtime.torch_backend import TorchBackend
@@ -71,8 +75,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{path} does not record which model it was exported from; pass --model NAME")
     from msmlp.models.registry import get_config
 
-    candidate.check_model(model_name, get_config(model_name))  # before the reference is built
-    model = reference_model(model_name, args.weights, artifact)
+    # the export's own head, input size and labels where it records them for this model
+    recorded = artifact.config if artifact is not None and artifact.model == model_name else None
+    candidate.check_model(model_name, recorded or get_config(model_name))  # before the reference is built
+    model = reference_model(model_name, args.weights, artifact, recorded)
     config = model.deploy_config
     precision = args.tolerance or candidate.precision
     images = verification_images(args.images)
@@ -99,15 +105,16 @@ def default_report(path: Path, precision: str, backend: str) -> Path:
     return path.parent / f"verify_{path.stem.replace('.', '_')}_{backend}_{precision}.json"
 
 
-def reference_model(name: str, weights: Path | None, artifact: Any) -> Any:
-    """The PyTorch model with the weights the export used: --weights, else what model.json records."""
+def reference_model(name: str, weights: Path | None, artifact: Any, config: Any = None) -> Any:
+    """The PyTorch model with the weights the export used: --weights, else what model.json records;
+    built with ``config`` (the artefact's class count and input size) when given."""
     from msmlp.errors import InputError
     from msmlp.fileio import file_sha256
     from msmlp.log import logger
     from msmlp.models.weights import load_for_deploy
 
     if weights is not None:
-        return load_for_deploy(name, weights)
+        return load_for_deploy(name, weights, config=config)
     recorded = dict(artifact.weights) if artifact is not None else {}
     if recorded.get("source") == "checkpoint":
         path = Path(str(recorded.get("path", "")))
@@ -116,9 +123,9 @@ def reference_model(name: str, weights: Path | None, artifact: Any) -> Any:
                 f"the graph was exported from checkpoint {str(path)!r}, which is no longer there (or changed); "
                 "pass it with --weights"
             )
-        return load_for_deploy(name, path)
+        return load_for_deploy(name, path, config=config)
     if not recorded:
         logger.info(
             "no model.json beside the file: assuming synthetic weights with seed 0 (pass --weights otherwise)"
         )
-    return load_for_deploy(name, None, int(recorded.get("seed", 0)), quiet=True)
+    return load_for_deploy(name, None, int(recorded.get("seed", 0)), quiet=True, config=config)

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from msmlp.errors import InputError
-from msmlp.models.registry import DeployConfig
+from msmlp.models.config import DeployConfig
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 _INTERP = {
@@ -97,14 +97,23 @@ def preprocess(images: Sequence[Image.Image | str | Path], config: DeployConfig)
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    """Image files directly inside ``folder`` (sorted), or a clear error if there are none."""
+    """Image files directly inside ``folder``, or else inside its class subfolders (the ImageFolder
+    layout of a labelled set, so its training images can calibrate); sorted, or a clear error if none."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{str(folder)!r} is not a folder of images")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = _images_in(folder)
     if not files:
-        raise InputError(f"folder {str(folder)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        files = [f for sub in sorted(p for p in folder.iterdir() if p.is_dir()) for f in _images_in(sub)]
+    if not files:
+        raise InputError(
+            f"folder {str(folder)!r} holds no images ({', '.join(IMAGE_SUFFIXES)}), directly or in subfolders"
+        )
     return files
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
 def augmented(images: Iterable[Image.Image], count: int, seed: int = 0) -> list[Image.Image]:

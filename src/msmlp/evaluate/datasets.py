@@ -16,7 +16,6 @@ Only paths and label indices are held (a few bytes per image), never pixels.
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -69,6 +68,11 @@ class LabelledSet:
                 "are the labels for another model?"
             )
 
+    def named(self, names: Sequence[str]) -> LabelledSet:
+        """The same images and indices, shown with the model's own class names (labels that are bare
+        indices, or folders named by index)."""
+        return LabelledSet(self.source, self.layout, self.paths, self.labels, self.num_classes, tuple(names))
+
     def head(self, count: int | None) -> LabelledSet:
         """The first ``count`` images (all for ``None``)."""
         if count is None or count >= len(self):
@@ -114,26 +118,10 @@ def open_dataset(
 
 
 def read_class_names(path: str | Path) -> tuple[str, ...]:
-    """``--labels FILE``: one class name per line, or a JSON list of names."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"--labels {str(path)!r} does not exist or is not a file")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(
-                f"--labels {str(path)!r} is not valid JSON ({exc.msg}, line {exc.lineno})"
-            ) from None
-        if not isinstance(data, list) or not all(isinstance(n, str) for n in data):
-            raise InputError(f"--labels {str(path)!r} must hold a JSON list of class names")
-        names = tuple(n.strip() for n in data)
-    else:
-        names = tuple(line.strip() for line in text.splitlines() if line.strip())
-    if not names or len(set(names)) != len(names):
-        raise InputError(f"--labels {str(path)!r} must list distinct class names, one per line")
-    return names
+    """``--labels FILE``: one class name per line, a JSON list, or a JSON ``{index: name}`` (as export reads it)."""
+    from msmlp.data.labels import read_labels
+
+    return read_labels(path)
 
 
 def _images_in(folder: Path, recursive: bool = False) -> list[Path]:

@@ -16,6 +16,7 @@ from msmlp.evaluate.stream import TOP_K, Candidate, Progress, Tally
 from msmlp.fileio import atomic_path, write_text_atomic
 
 FORMAT = "msmlp-eval/1"
+MAX_NAMES_SHOWN = 20  # the table lists the class names of small label sets
 
 
 def build_report(
@@ -72,6 +73,8 @@ def build_report(
             "layout": data.layout,
             "images": len(data),
             "classes": data.num_classes,
+            # the names of a set's own classes; ImageNet's 1000 WordNet IDs go without saying
+            **({"class_names": list(data.class_names)} if _own_names(data) else {}),
         },
         "images_scored": n,
         "unreadable": progress.unreadable_count,
@@ -87,6 +90,10 @@ def build_report(
         "cpu": _cpu(),
         "candidates": rows,
     }
+
+
+def _own_names(data: LabelledSet) -> bool:
+    return bool(data.class_names) and not data.layout.startswith("imagenet")
 
 
 def _rate(count: int, total: int) -> float | None:
@@ -124,6 +131,9 @@ def table(report: dict[str, Any]) -> str:
         f"end to end {report['images_per_s'] or 0:.1f} img/s; img/s above is inference only"
         + ("; PARTIAL (interrupted)" if report["partial"] else "")
     )
+    names = report["data"].get("class_names") or []
+    if names and len(names) <= MAX_NAMES_SHOWN:
+        lines.append("classes: " + ", ".join(f"{i} {n}" for i, n in enumerate(names)))
     return "\n".join(lines)
 
 

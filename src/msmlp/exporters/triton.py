@@ -3,7 +3,7 @@
 Layout written (Triton's convention)::
 
     <repo>/<name>/config.pbtxt
-    <repo>/<name>/labels.txt              (ImageNet labels, when the output has 1000 classes)
+    <repo>/<name>/labels.txt              (the export's --labels, or ImageNet's for 1000 classes)
     <repo>/<name>/<version>/model.onnx    (+ external weight files)  or  model.plan
     <repo>/<name>/<version>/model.plan.json   (a plan's sidecar, so the copy can be validated)
 
@@ -73,7 +73,7 @@ def write_repository(
     _check_options(art, name, version, queue_delay_us, instances)
     mb = _max_batch_size(art, max_batch)
     sizes = _preferred_sizes(art, mb, preferred)
-    labels = _has_imagenet_output(art)
+    labels = _has_class_names(art)
     config = build_config(art, chosen, name, mb, sizes, queue_delay_us, instances, kind, labels)
     text = to_text(config)
     model_dir = repo / name
@@ -207,8 +207,13 @@ def _preferred_sizes(art: ArtifactInfo, max_batch: int, preferred: list[int] | N
     return sorted(set(preferred))
 
 
-def _has_imagenet_output(art: ArtifactInfo) -> bool:
-    return len(art.outputs) == 1 and tuple(art.outputs[0].shape[1:]) == (1000,)
+def _has_class_names(art: ArtifactInfo) -> bool:
+    """One class-score output with names for it: the export's own labels, or ImageNet's 1000."""
+    if len(art.outputs) != 1 or len(art.outputs[0].shape) != 2:
+        return False
+    classes = art.outputs[0].shape[1]
+    labels = art.config.labels if art.config else ()
+    return classes == 1000 or (bool(labels) and len(labels) == classes)
 
 
 def _write_files(
@@ -235,9 +240,11 @@ def _write_files(
     if art.kind == "plan":
         _copy_atomic(plan_sidecar_path(art.path), plan_sidecar_path(version_dir / target.filename))
     if with_labels:
-        from msmlp.data.labels import imagenet_classes
+        from msmlp.data.labels import class_names
 
-        write_text_atomic(model_dir / "labels.txt", "\n".join(imagenet_classes()) + "\n")
+        labels = art.config.labels if art.config else ()
+        names = class_names(art.outputs[0].shape[1], labels)
+        write_text_atomic(model_dir / "labels.txt", "\n".join(names) + "\n")
     write_text_atomic(model_dir / "config.pbtxt", text)
 
 

@@ -1,16 +1,35 @@
-"""Reference PyTorch backbones and their registry. Importing this registers every family."""
+"""Reference PyTorch backbones and their registry.
 
-from msmlp.models import msmlp as _msmlp  # noqa: F401  (registers msmlp_*)
-from msmlp.models import s2mlpv2 as _s2mlpv2  # noqa: F401  (registers s2mlpv2_*)
-from msmlp.models.checkpoint import load_checkpoint, read_state_dict
-from msmlp.models.registry import DeployConfig, create_model, get_config, list_models, register_model
+Loaded on first use: ``msmlp.models.config`` (the deploy config an exported artefact records) is read by
+the runtime, which must not import torch. The registry imports the families when it is first asked.
+"""
 
-__all__ = [
-    "DeployConfig",
-    "create_model",
-    "get_config",
-    "list_models",
-    "load_checkpoint",
-    "read_state_dict",
-    "register_model",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "DeployConfig": "msmlp.models.config",
+    "create_model": "msmlp.models.registry",
+    "get_config": "msmlp.models.registry",
+    "list_models": "msmlp.models.registry",
+    "register_model": "msmlp.models.registry",
+    "load_checkpoint": "msmlp.models.checkpoint",
+    "read_state_dict": "msmlp.models.checkpoint",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'msmlp.models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

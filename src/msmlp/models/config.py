@@ -16,8 +16,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class DeployConfig:
     """What a deployment needs to know about a model's input and output.
 
-    The spatial size is fixed by the architecture (token grids and layer shapes depend on it);
-    only the batch axis may vary, within ``min_batch``..``max_batch``.
+    An exported graph has one spatial size (a registered model's, or another its family allows, see
+    :mod:`msmlp.models.variant`); only the batch axis may vary, within ``min_batch``..``max_batch``.
+    ``labels``: the class names in index order, empty for the default (ImageNet's names for 1000
+    classes, else ``class <i>``).
     """
 
     input_size: tuple[int, int, int] = (3, 224, 224)
@@ -32,6 +34,7 @@ class DeployConfig:
     output_name: str = "logits"
     family: str = ""
     paper: str = ""
+    labels: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -49,7 +52,7 @@ class DeployConfig:
         """Rebuild from :meth:`to_dict`'s output; keys this version does not know are ignored."""
         known = {f.name for f in fields(cls)}
         data = {k: v for k, v in data.items() if k in known}
-        for key in ("input_size", "mean", "std"):
+        for key in ("input_size", "mean", "std", "labels"):
             if key in data:
                 data[key] = tuple(data[key])
         return cls(**data)

@@ -59,6 +59,10 @@ class FamilySpec:
     by op square the activations, and FP16 overflows there). ``shift_forms``: the builders'
     ``shift_form`` values, the deployment form first (empty: the builders take no ``shift_form``). ``plugin_shifts``: the fused shift slots
     (:data:`msmlp.models.layers.FUSED_NAMES`) that ``shift="plugin"`` exports as plugin nodes.
+    ``classifier``: the module path of the final Linear (timm's pretrained-config ``classifier``); a
+    checkpoint's class count is the row count of its ``<classifier>.weight``. ``input_stride``: the total
+    stride of the family's builders, so any input side that is a multiple of it runs (0: only the
+    registered input size).
     """
 
     name: str
@@ -66,6 +70,8 @@ class FamilySpec:
     fp32_norms: tuple[type[nn.Module], ...]
     shift_forms: tuple[str, ...]
     plugin_shifts: tuple[str, ...]
+    classifier: str
+    input_stride: int = 0
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -75,6 +81,12 @@ class FamilySpec:
         unknown = [s for s in self.plugin_shifts if s not in FUSED_NAMES]
         if unknown:
             raise ValueError(f"family {self.name!r}: plugin shifts {unknown} are not among {FUSED_NAMES}")
+        if not self.classifier:
+            raise ValueError(
+                f"family {self.name!r} declares no classifier; name its final Linear (e.g. 'head')"
+            )
+        if self.input_stride < 0:
+            raise ValueError(f"family {self.name!r}: input_stride {self.input_stride} must be >= 0")
 
     def block_spec(self, module: nn.Module) -> BlockSpec | None:
         return next((b for b in self.blocks if isinstance(module, b.type)), None)

@@ -229,6 +229,8 @@ FAMILY = register_family(
         fp32_norms=(ChannelLayerNorm, nn.LayerNorm),  # channels-first ChannelLayerNorm is written out
         shift_forms=SHIFT_FORMS,
         plugin_shifts=("group_roll",),
+        classifier="head",
+        input_stride=32,  # 4x4 patch embed, then three 2x2 stride-2 patch embeds
     )
 )
 

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-import torch.nn as nn
+from typing import TYPE_CHECKING, Any
 
 from msmlp.errors import InputError
+from msmlp.extras import require_extra
 from msmlp.models.config import DeployConfig
 from msmlp.models.family import FamilySpec
+
+if TYPE_CHECKING:
+    import torch.nn as nn
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,18 @@ def get_family(name: str) -> FamilySpec:
             "register it with msmlp.models.registry.register_family"
         ) from None
 
+# Importing a family's module registers its models; done on the first lookup, so that importing
+# ``msmlp.models`` (for ``DeployConfig``) stays free of torch.
+FAMILY_MODULES = ("msmlp.models.msmlp", "msmlp.models.s2mlpv2")
+
+
+def _registry() -> dict[str, ModelEntry]:
+    if not _REGISTRY:
+        require_extra("export", "a registered model (the PyTorch reference)", modules=("torch",))
+    for module in FAMILY_MODULES:
+        importlib.import_module(module)
+    return _REGISTRY
+
 
 def register_model(config: DeployConfig) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a builder under its function name, with the deployment config the model carries.
@@ -87,7 +102,7 @@ def list_models(pattern: str = "*", *, test: bool | None = None) -> list[str]:
 
     ``test=True`` keeps only the small test configurations, ``test=False`` only the full-size models.
     """
-    names = sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+    names = sorted(n for n in _registry() if fnmatch.fnmatch(n, pattern))
     if test is None:
         return names
     return [n for n in names if bool(_REGISTRY[n].config.extra.get("test_config")) == test]
@@ -95,7 +110,7 @@ def list_models(pattern: str = "*", *, test: bool | None = None) -> list[str]:
 
 def _entry(name: str) -> ModelEntry:
     try:
-        return _REGISTRY[name]
+        return _registry()[name]
     except KeyError:
         normal = {n.lower().replace("-", "_").replace("/", "_"): n for n in _REGISTRY}
         key = name.lower().replace("-", "_").replace("/", "_")

@@ -188,6 +188,8 @@ FAMILY = register_family(
         fp32_norms=(nn.LayerNorm,),  # each exports as one LayerNormalization node
         shift_forms=SHIFT_FORMS,
         plugin_shifts=("edge_shift",),  # split attention's fused kernel has no plugin node
+        classifier="head",
+        input_stride=14,  # 7x7 patch embed, then one 2x2 stride-2 conv
     )
 )
 

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from msmlp.log import logger
+from msmlp.models.config import DeployConfig
 from msmlp.models.family import FamilyLayout, FamilySpec, family_layout
 from msmlp.models.registry import model_family
 
@@ -59,23 +60,40 @@ def make_contributing(
 
 
 def load_for_deploy(
-    name: str, weights: str | Path | None = None, seed: int = 0, *, quiet: bool = False
+    name: str,
+    weights: str | Path | None = None,
+    seed: int = 0,
+    *,
+    quiet: bool = False,
+    config: DeployConfig | None = None,
 ) -> nn.Module:
     """The registered model in eval mode with its checkpoint, or with synthetic weights in which every
     block contributes. The one place msmlp decides what "no --weights" means.
 
+    The head is as wide as the checkpoint's classifier (a fine-tuned checkpoint keeps its own classes);
+    ``config`` (from :func:`msmlp.models.variant.deploy_variant`) sets the class count, input size and
+    class names instead, and the checkpoint must then fit it. The checkpoint loads strictly either way.
     The module carries ``deploy_config`` and ``weights_info`` (``{"source": "checkpoint", "path",
     "sha256"}`` or ``{"source": "synthetic", "seed"}``).
     """
     from msmlp.fileio import file_sha256
-    from msmlp.models.registry import create_model
+    from msmlp.models.checkpoint import check_state_dict, read_state_dict
+    from msmlp.models.registry import create_model, get_config
+    from msmlp.models.variant import resolve_classes
 
-    if weights is not None:
-        path = Path(weights).resolve()
-        model = create_model(name, pretrained=str(path))
+    path = Path(weights).resolve() if weights is not None else None
+    state = read_state_dict(path) if path is not None else None
+    classes = config.num_classes if config is not None else resolve_classes(name, state, None)
+    overrides = {"num_classes": classes} if classes != get_config(name).num_classes else {}
+    model = create_model(name, **overrides)
+    if config is not None:
+        model.deploy_config = config
+    if state is not None:
+        check_state_dict(model, state, source=f"checkpoint {str(path)!r}")
+        model.load_state_dict(state, strict=True)
         model.weights_info = {"source": "checkpoint", "path": str(path), "sha256": file_sha256(path)}
         return model.eval()
-    model = make_contributing(create_model(name), seed=seed).eval()
+    model = make_contributing(model, seed=seed).eval()
     if not quiet:
         logger.warning(
             "no --weights given: %s has synthetic weights (seed %d) in which every block contributes; "

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from msmlp.errors import ExportError, InputError
-from msmlp.optionspec import check_choices, option, parse_batch
+from msmlp.optionspec import check_choices, option, parse_batch, parse_input_size
 
 if TYPE_CHECKING:
     from msmlp.models.config import DeployConfig
@@ -39,6 +39,26 @@ class ExportOptions:
     model: str = option(metavar="NAME", help="registered model name (`msmlp models` lists them)")
     weights: Path | None = option(
         None, type=Path, metavar="PATH", help="checkpoint file (state dict, or under 'model'/'state_dict')"
+    )
+    num_classes: int | None = option(
+        None,
+        type=int,
+        metavar="N",
+        help="classes of the head (default: the checkpoint's head rows, else the model's; must agree)",
+    )
+    input_size: tuple[int, int] | None = option(
+        None,
+        parse=parse_input_size,
+        metavar="SIDE|HxW",
+        help="input resolution, e.g. 256 or 256x320: each side a multiple of the family's total stride "
+        "(default: the model's)",
+    )
+    labels: Path | None = option(
+        None,
+        type=Path,
+        metavar="FILE",
+        help="class names: one per line, a JSON list, or a JSON {index: name}; one per class, recorded "
+        "in model.json for predict, serve and eval (default: ImageNet's for 1000 classes)",
     )
     out: Path | None = option(None, type=Path, metavar="DIR", help="output folder (default: out/<model>)")
     batch: tuple[int, int, int] | None = option(
@@ -199,6 +219,7 @@ def check_options(opts: ExportOptions) -> ExportOptions:
     for label, path in (("--weights", opts.weights), *(("--plugin", p) for p in opts.plugins)):
         if path is not None and not Path(path).is_file():
             raise InputError(f"{label} {str(path)!r} does not exist or is not a file")
+    opts = replace(opts, num_classes=deploy_config(opts).num_classes)
     _check_image_folders(opts)
     _check_accuracy_gate(opts)
     _check_target_cosine(opts)
@@ -214,6 +235,22 @@ def check_options(opts: ExportOptions) -> ExportOptions:
     check_writable_folder(opts.out_dir, "--out")
     target = opts.int8_target or ("tensorrt" if opts.engine or tensorrt_status()[0] else "cpu")
     return replace(opts, batch=batch, int8_target=target)
+
+
+def deploy_config(opts: ExportOptions) -> DeployConfig:
+    """The deploy config the export records: the registered one with the checkpoint's (or
+    ``--num-classes``) class count, ``--input-size`` and ``--labels``, each checked."""
+    from msmlp.data.labels import read_labels
+    from msmlp.models.checkpoint import read_state_dict
+    from msmlp.models.variant import deploy_variant, resolve_classes
+
+    classes = opts.num_classes
+    if opts.weights is not None:
+        classes = resolve_classes(opts.model, read_state_dict(opts.weights), classes, str(opts.weights))
+    labels = read_labels(opts.labels) if opts.labels is not None else ()
+    size = opts.input_size
+    size = (size, size) if isinstance(size, int) and not isinstance(size, bool) else size
+    return deploy_variant(opts.model, num_classes=classes, input_size=size, labels=labels)
 
 
 def _check_target_cosine(opts: ExportOptions) -> None:

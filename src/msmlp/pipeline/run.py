@@ -12,7 +12,7 @@ from msmlp.artifacts import ONNX_FILES
 from msmlp.manifest import Manifest, tool_versions
 from msmlp.models.config import DeployConfig
 from msmlp.pipeline.images import verification_images
-from msmlp.pipeline.options import ExportOptions, check_options
+from msmlp.pipeline.options import ExportOptions, check_options, deploy_config
 from msmlp.pipeline.progress import Progress
 from msmlp.pipeline.state import ExportResult, RunState
 from msmlp.pipeline.steps import backend_steps, engine_step, export_fp32, fp16_step, int8_step
@@ -29,7 +29,7 @@ def run_export(options: ExportOptions) -> ExportResult:
     opts = check_options(options)
     out = opts.out_dir
     result = ExportResult(out=out)
-    model = load_for_deploy(opts.model, opts.weights, opts.seed)
+    model = load_for_deploy(opts.model, opts.weights, opts.seed, config=deploy_config(opts))
     config: DeployConfig = model.deploy_config
     if opts.val is not None:  # the labels fit this model's head, before any export work
         from msmlp.evaluate.datasets import open_dataset

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from msmlp.errors import InputError
+from msmlp.extras import require_extra
 from msmlp.runtime.base import Backend, BackendInfo
 from msmlp.runtime.registry import (
     BackendSpec,
@@ -58,6 +59,8 @@ def open_backend(
     if weights is not None and model is None:
         raise InputError("--weights applies to --model; an ONNX graph or engine carries its own weights")
     kind, source = {"model": ("model", model), "onnx": ("onnx", onnx), "engine": ("plan", engine)}[given[0]]
+    if kind == "model":
+        require_extra("export", f"--model {model} (a registered model runs in PyTorch)", modules=("torch",))
     if kind == "onnx" and backend == "auto":
         from msmlp.runtime.select import select_backend
 

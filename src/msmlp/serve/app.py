@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
-from msmlp.data.labels import topk
+from msmlp.data.labels import class_names, topk
 from msmlp.errors import InputError
 from msmlp.log import logger
 from msmlp.models.config import DeployConfig
@@ -125,7 +125,7 @@ class Service:
         buffer = io.BytesIO()
         Image.new("RGB", (96, 80), (120, 90, 60)).save(buffer, format="JPEG")
         x = self.decode_image(buffer.getvalue(), "warm-up image")
-        topk(self.batcher.submit(x).result(timeout=600)[None], self.default_topk)
+        topk(self.batcher.submit(x).result(timeout=600)[None], self.default_topk, self.config.labels)
 
     def decode_image(self, data: bytes, label: str) -> np.ndarray:
         assert self.config is not None, "service not started"
@@ -134,6 +134,15 @@ class Service:
     @property
     def num_classes(self) -> int:
         return self.config.num_classes if self.config else 1000
+
+    @property
+    def class_labels(self) -> tuple[str, ...] | None:
+        """The names v2 classification appends (``value:index:label``, as Triton's label file does): the
+        model's own labels, ImageNet's for 1000 classes, else None (``value:index`` only)."""
+        labels = self.config.labels if self.config else ()
+        if labels or self.num_classes == 1000:
+            return class_names(self.num_classes, labels)
+        return None
 
     def retry_after_s(self) -> int:
         return retry_after(self.batcher.queue_depth, self.batcher.max_batch, self.metrics.infer_ewma_s)
@@ -272,7 +281,8 @@ def _add_v1_routes(app: FastAPI, service: Service) -> None:
         data, label = await _image_bytes(request)
         x = await run_in_threadpool(service.decode_image, data, label)
         logits = await service.batcher.infer_async(x)
-        predictions = [p.to_dict() for p in topk(logits[None], k or service.default_topk)[0]]
+        labels = service.config.labels if service.config else ()
+        predictions = [p.to_dict() for p in topk(logits[None], k or service.default_topk, labels)[0]]
         return JSONResponse({"model": service.model_name, "predictions": predictions})
 
     @post(

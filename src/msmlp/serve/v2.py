@@ -260,10 +260,8 @@ def _encode_response(
 ) -> Response:
     from tritonclient.utils import serialize_byte_tensor
 
-    from msmlp.data.labels import imagenet_classes
-
     entries, blobs = [], []
-    labels = imagenet_classes() if service.num_classes == 1000 else None
+    labels = service.class_labels
     for out in outputs:
         if out.classes:
             top = np.argsort(-logits, axis=1, kind="stable")[:, : out.classes]
