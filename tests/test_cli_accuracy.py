@@ -163,3 +163,29 @@ def test_the_search_keeps_layers_until_the_drop_is_within_the_budget(gated, cli,
     gate = meta["verification"]["int8_accuracy"]
     assert gate["passed"] and gate["drop_points"] <= float(budget)
     assert "labelled top-1 drop <=" in result.stderr and (again / "int8_tradeoff.png").is_file()
+
+
+REFERENCE = Path(__file__).resolve().parents[1] / "reference"
+
+
+def test_trained_checkpoint_gated_on_folders_named_by_its_labels(tmp_path, cli):
+    """The trained digits network, its labels given at export, held-out folders named by those labels
+    (sorted names are not the index order, so mapping by folder order would score about 10 %)."""
+    names = (REFERENCE / "digits" / "labels.txt").read_text().split()
+    val = tmp_path / "val"
+    for index, name in enumerate(names):
+        (val / name).mkdir(parents=True)
+        for p in sorted((REFERENCE / "digits" / "val" / str(index)).iterdir())[:8]:
+            shutil.copy(p, val / name / p.name)
+    assert sorted(names) != names
+    out = tmp_path / "out"
+    result = cli("msmlp-export", "--model", "msmlp_micro", "--weights", REFERENCE / "msmlp_micro_digits.pth",
+                 "--labels", REFERENCE / "digits" / "labels.txt", "--int8", "--no-bf16",
+                 "--calib", REFERENCE / "digits" / "train", "--val", val, "--max-accuracy-drop", "100",
+                 "--out", out, timeout=900)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    gate = json.loads((out / "model.json").read_text())["verification"]["int8_accuracy"]
+    assert gate["images_scored"] == 80 and gate["data"]["classes"] == 10 and gate["passed"]
+    assert gate["fp32"]["top1"] > 0.9 and gate["int8"]["top1"] > 0.9  # trained: far above chance (10 %)
+    lo, hi = gate["drop_ci95_points"]
+    assert lo <= gate["drop_points"] <= hi and gate["lost"] + gate["gained"] <= 80

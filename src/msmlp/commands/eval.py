@@ -96,7 +96,7 @@ def _check(args: argparse.Namespace) -> tuple[list[Any], Any, Path, int]:
     from msmlp.commands import check_positive
     from msmlp.errors import InputError
     from msmlp.evaluate.candidates import parse_candidate
-    from msmlp.evaluate.datasets import open_dataset, read_class_names
+    from msmlp.evaluate.datasets import open_dataset, read_class_names, with_model_labels
 
     for value, option in ((args.batch, "--batch"), (args.workers, "--workers"), (args.limit, "--limit")):
         check_positive(value, option)
@@ -122,7 +122,7 @@ def _check(args: argparse.Namespace) -> tuple[list[Any], Any, Path, int]:
     data = open_dataset(args.data, ground_truth=args.ground_truth, class_names=names)
     recorded = next((s.config.labels for s in specs if s.config.labels), ())  # msmlp-export --labels
     if names is None and recorded:
-        data = _with_recorded_labels(data, recorded, args.ground_truth)
+        data = with_model_labels(data, recorded, args.ground_truth)
     data = data.head(args.limit)
     for where, count in classes:
         data.check_classes(count, where)
@@ -167,21 +167,6 @@ def _model_classes(model: str, weights: Path | None) -> int:
     from msmlp.models.variant import resolve_classes
 
     return resolve_classes(model, read_state_dict(weights) if weights else None, None, str(weights or ""))
-
-
-def _with_recorded_labels(data: Any, labels: tuple[str, ...], ground_truth: Path | None) -> Any:
-    """Class folders named by the model's own labels map by name; labels that are indices (a table, a
-    ground-truth file, folders named 0..N-1) keep their indices and are shown by the model's names."""
-    from msmlp.evaluate.datasets import open_dataset
-
-    folders = set(data.class_names) if data.layout == "imagefolder" else set()
-    if folders and folders <= set(labels):
-        return open_dataset(data.source, ground_truth=ground_truth, class_names=labels)
-    if data.layout == "imagefolder" and set(data.class_names) != {
-        str(i) for i in range(len(data.class_names))
-    }:
-        return data  # folders named by something else: their names are the classes
-    return data.named(labels)
 
 
 def _load(specs: list[Any], args: argparse.Namespace) -> list[Any]:

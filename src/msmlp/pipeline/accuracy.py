@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from msmlp.errors import VerificationError
-from msmlp.evaluate.datasets import open_dataset
+from msmlp.evaluate.datasets import LabelledSet, open_dataset, with_model_labels
 from msmlp.evaluate.stats import paired_drop_interval
 from msmlp.fileio import write_text_atomic
 
 if TYPE_CHECKING:
+    from msmlp.models.config import DeployConfig
     from msmlp.pipeline.state import RunState
 
 REPORT = "accuracy_int8.json"
@@ -29,6 +30,13 @@ SEARCH_IMAGES = 256  # --accuracy-search: the labelled images the search holds i
 KEY = "int8_accuracy"  # the model.json "verification" key
 EVAL_BATCH = 32
 MAX_WORKERS = 4
+
+
+def open_val(source: Path, config: DeployConfig) -> LabelledSet:
+    """``--val`` as the model reads it: any ``msmlp eval --data`` layout, class folders named by the
+    model's own labels (``--labels``) mapped by name, as ``msmlp eval`` maps them."""
+    data = open_dataset(source)
+    return with_model_labels(data, config.labels) if config.labels else data
 
 
 def gate_record(report: dict[str, Any], budget: float | None) -> dict[str, Any]:
@@ -80,7 +88,7 @@ def accuracy_gate(run: RunState, stage: Path) -> dict[str, Any]:
     from msmlp.runtime.ort import OnnxRuntimeBackend
 
     opts = run.opts
-    data = open_dataset(opts.val)  # type: ignore[arg-type]  # checked up front: --val is set
+    data = open_val(opts.val, run.config)  # type: ignore[arg-type]  # checked up front: --val is set
     data.check_classes(run.config.num_classes, f"{opts.model}")
     fp32 = OnnxRuntimeBackend(run.result.artifacts["fp32"])
     int8 = OnnxRuntimeBackend(stage, artifact=describe_stage(run, stage, "int8"))
@@ -133,7 +141,7 @@ def search_inputs(run: RunState) -> tuple[Any, Any]:
 
     from msmlp.data.transforms import preprocess
 
-    data = open_dataset(run.opts.val)  # type: ignore[arg-type]
+    data = open_val(run.opts.val, run.config)  # type: ignore[arg-type]
     rows = np.arange(len(data))
     if len(data) > SEARCH_IMAGES:
         rows = np.sort(np.random.default_rng(run.opts.seed).choice(len(data), SEARCH_IMAGES, replace=False))

@@ -32,9 +32,9 @@ def run_export(options: ExportOptions) -> ExportResult:
     model = load_for_deploy(opts.model, opts.weights, opts.seed, config=deploy_config(opts))
     config: DeployConfig = model.deploy_config
     if opts.val is not None:  # the labels fit this model's head, before any export work
-        from msmlp.evaluate.datasets import open_dataset
+        from msmlp.pipeline.accuracy import open_val
 
-        open_dataset(opts.val).check_classes(config.num_classes, opts.model)
+        open_val(opts.val, config).check_classes(config.num_classes, opts.model)
     manifest = Manifest.open(
         out,
         model=opts.model,
