@@ -2,11 +2,11 @@
 
 Parity with FP32 (cosine, top-1 agreement) says how far INT8 moved the logits; a deployer decides on
 labelled accuracy. The staged INT8 graph and the committed FP32 graph both run on ONNX Runtime CPU over
-the same held-out labelled images, through ``msmlp eval``'s streaming (:mod:`msmlp.evaluate`): top-1 and
-top-5 with Wilson intervals, the paired drop with its interval (Newcombe), McNemar's p. The report is written first;
-then a drop above the budget raises :class:`VerificationError` (exit 3) and the staged graph is never
-moved into place. The images must be ones calibration never saw (checked up front:
-:func:`msmlp.pipeline.images.val_overlap`).
+the same held-out labelled images, through ``msmlp eval``'s streaming (:mod:`msmlp.evaluate`): top-1
+and top-5 with Wilson intervals, the paired drop with its interval (Newcombe), McNemar's p. The report
+is written first; then a drop above the budget raises :class:`VerificationError` (exit 3) and the
+staged graph is never moved into place. The images must be ones calibration never saw (checked up
+front: :func:`msmlp.pipeline.images.val_overlap`).
 """
 
 from __future__ import annotations
