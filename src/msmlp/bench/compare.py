@@ -90,7 +90,8 @@ def _accuracy(
     each of its timing rows; returns what the set was."""
     from msmlp.bench.accuracy import open_data, score_rows
 
-    columns, about = score_rows(rows, config, open_data(Path(opts.data)), max(opts.batches))  # type: ignore[arg-type]
+    data = open_data(Path(opts.data))  # type: ignore[arg-type]  # only called with --data
+    columns, about = score_rows(rows, config, data, max(opts.batches))
     for r in found:
         r.update(columns[r["label"]])
     return about
