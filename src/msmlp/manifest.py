@@ -96,6 +96,17 @@ class Manifest:
             self._data["onnx"] = {"file": path.name, "sha256": full["sha256"], "bytes": full["bytes"]}
         return full
 
+    def remove(self, name: str) -> None:
+        """Forget an artefact whose file was deleted, and every verification recorded for that file."""
+        self._data["artifacts"].pop(name, None)
+        recorded = self._data["verification"]
+        for key in [
+            k
+            for k, v in recorded.items()
+            if isinstance(v, dict) and (v.get("file") or ONNX_FILES.get(k)) == name
+        ]:
+            del recorded[key]
+
     def record_verification(self, key: str, summary: Mapping[str, Any]) -> None:
         """Record a verification that is not an artefact of its own (a graph on another backend, e.g. BF16
         on OpenVINO); ``summary["file"]`` names the graph, so the entry is dropped with that file."""

@@ -115,3 +115,55 @@ def test_interleaved_rounds_rotate_the_order_and_time_every_call():
     assert order == list("abcbcacababc")
     assert {k: len(v) for k, v in samples.items()} == {"a": 4, "b": 4, "c": 4}
     assert min(samples["b"]) >= 0.01 > max(samples["a"] + samples["c"])
+
+
+@pytest.fixture
+def labelled(tmp_path, contributing, image_paths):
+    """A CSV of 8 crops of the packaged photos labelled with eager PyTorch FP32's own top-1 (synthetic
+    weights, seed 0, as bench builds them): the eager row scores 100 % and the others what they change."""
+    import torch
+
+    from msmlp.data.transforms import augmented, load_image, preprocess
+
+    paths = []
+    for i, view in enumerate(augmented([load_image(p) for p in image_paths], 8, seed=5)):
+        paths.append(tmp_path / f"v{i}.jpg")
+        view.resize((max(64, view.width // 4), max(64, view.height // 4))).save(paths[-1], quality=90)
+    model = contributing(MODEL)
+    with torch.no_grad():
+        labels = model(torch.from_numpy(preprocess(paths, msmlp.get_config(MODEL)))).argmax(1).tolist()
+    (tmp_path / "val.csv").write_text("".join(f"{p.name},{y}\n" for p, y in zip(paths, labels)))
+    return tmp_path / "val.csv"
+
+
+@pytest.mark.cpu_features
+def test_compare_with_data_adds_accuracy_columns_to_every_row(tmp_path, capsys, labelled):
+    out = tmp_path / "cmp"
+    argv = f"bench --compare --model {MODEL} --batch 4 --warmup 1 --iters 2 --threads 2 --no-progress"
+    assert main([*argv.split(), "--data", str(labelled), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "acc@1 %" in text and "top-1/top-5 on 8 labelled images (csv" in text
+    compare = json.loads((out / "bench.json").read_text())["compare"]
+    assert compare["accuracy"]["images_scored"] == 8 and compare["accuracy"]["layout"] == "csv"
+    rows = {r["label"]: r for r in compare["rows"]}
+    eager = rows["pytorch fp32 (eager)"]
+    assert eager["accuracy_top1"] == 1.0 and eager["accuracy_top1_delta_points"] == 0
+    for r in rows.values():
+        lo, hi = r["accuracy_top1_ci95"]
+        assert lo <= r["accuracy_top1"] <= hi and r["accuracy_top1"] <= r["accuracy_top5"]
+        assert r["accuracy_top1_delta_points"] == pytest.approx(100 * (r["accuracy_top1"] - 1.0))
+    assert rows["onnxruntime fp32"]["accuracy_top1"] == 1.0  # FP32 like the reference: the same decisions
+
+
+def test_compare_data_is_checked_before_any_work(tmp_path, capsys, image_paths):
+    folder = tmp_path / "val"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(image_paths[0].read_bytes())
+    (folder / "b.jpg").write_text("not an image")
+    (folder / "val.txt").write_text("a.jpg 1\nb.jpg 2\n")
+    for extra, fragment in (([], "adds accuracy columns to --compare; add --compare"),
+                            (["--compare"], "--data: cannot read")):  # fmt: skip
+        code = main(["bench", "--model", MODEL, *extra, "--data", str(folder), "--out", str(tmp_path / "o")])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and err.count("\n") == 0 and fragment in err, err
+        assert not (tmp_path / "o").exists()

@@ -52,3 +52,30 @@ def test_search_refuses_a_meaningless_target(micro):
         search_mixed_precision(paths["fp32"], paths["int8"], paths["held_out"], 1.5)
     with pytest.raises(InputError, match="max configurations 0 must be a positive integer"):
         search_mixed_precision(paths["fp32"], paths["int8"], paths["held_out"], 0.999, max_configs=0)
+
+
+def test_an_accuracy_budget_on_labels_is_a_target_too(micro, broken):
+    """Labels are the FP32 graph's own top-1, so FP32 scores 100 % and the broken INT8 graph loses points;
+    a budget of half that loss is met by keeping the broken group, as the cosine target does."""
+    from msmlp.diagnose.autoprec import Goal
+    from msmlp.diagnose.sensitivity import Evaluator
+
+    paths = micro("s2mlpv2_micro")
+    ev = Evaluator(load_model(paths["fp32"]), paths["held_out"], 8, None)
+    labels = ev.reference.argmax(1)
+    lost = 100 * float((ev.logits(ev.session(broken)).argmax(1) != labels).mean())
+    assert lost > 0, "the planted error flips no decision on these inputs"
+    goal = Goal(max_drop_points=round(lost / 2, 6), labels=labels)
+    result = search_mixed_precision(paths["fp32"], broken, paths["held_out"], None, goal=goal)
+    fp32, int8 = result.configs[:2]
+    assert fp32.drop_points == 0 and int8.drop_points == pytest.approx(lost) and not int8.meets
+    chosen = next(c for c in result.configs if c.chosen)
+    assert result.met and chosen.drop_points <= lost / 2 and "stages.1.blocks.0/mlp" in result.keep_groups
+    record = result.to_dict()
+    assert record["max_accuracy_drop_points"] == goal.max_drop_points and record["target_cosine"] is None
+    assert f"labelled top-1 drop <= {goal.max_drop_points} points" in result.table()
+    with pytest.raises(InputError, match="5 labels for 16 held-out inputs"):
+        short = Goal(max_drop_points=1, labels=labels[:5])
+        search_mixed_precision(paths["fp32"], broken, paths["held_out"], None, goal=short)
+    with pytest.raises(InputError, match="one target"):
+        Goal(cosine=0.99, max_drop_points=1.0, labels=labels)

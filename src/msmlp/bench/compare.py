@@ -7,6 +7,7 @@ INT8 (ModelOpt Q/DQ) graphs and any TensorRT plans. Each row
 has p50/p99 latency, throughput, speed-up over eager, achieved GFLOP/s next to a BF16 and an FP32 matmul
 peak measured with torch in the same run, and cosine / top-1 agreement with eager FP32 on that batch, so
 a fast wrong path cannot win: ``fastest`` names the fastest row within its precision's tolerance.
+With ``--data`` each row also gets its top-1/top-5 on a labelled set (:mod:`msmlp.bench.accuracy`).
 """
 
 from __future__ import annotations
@@ -43,12 +44,15 @@ def run_compare(opts: BenchOptions) -> dict[str, Any]:
             "fp32": matmul_peak("fp32", n=PEAK_N, seconds=0.5),
         }
         found: list[dict[str, Any]] = []
+        accuracy = None
         try:
             for _, backend in rows:
                 backend.load()
                 check_batches(backend, opts.batches)
             for batch in opts.batches:
                 found += _compare_batch(rows, real_batch(config, batch, opts.seed), opts)
+            if opts.data is not None:
+                accuracy = _accuracy(rows, config, opts, found)
         finally:
             for _, backend in rows:
                 backend.close()
@@ -67,6 +71,7 @@ def run_compare(opts: BenchOptions) -> dict[str, Any]:
         "rows": found,
         "fastest": max(passing, key=lambda r: r["throughput_ips"])["label"] if passing else None,
         "skipped": skipped,
+        "accuracy": accuracy,
     }
     return {
         "target": target,
@@ -76,6 +81,20 @@ def run_compare(opts: BenchOptions) -> dict[str, Any]:
         "concurrency": None,
         "compare": compare,
     }
+
+
+def _accuracy(
+    rows: list[tuple[str, Backend]], config: Any, opts: BenchOptions, found: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """--data: score every row on the labelled set (:mod:`msmlp.bench.accuracy`) and add the columns to
+    each of its timing rows; returns what the set was."""
+    from msmlp.bench.accuracy import open_data, score_rows
+
+    data = open_data(Path(opts.data))  # type: ignore[arg-type]  # only called with --data
+    columns, about = score_rows(rows, config, data, max(opts.batches))
+    for r in found:
+        r.update(columns[r["label"]])
+    return about
 
 
 def real_batch(config: Any, batch: int, seed: int = 0) -> np.ndarray:

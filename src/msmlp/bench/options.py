@@ -74,6 +74,14 @@ class BenchOptions:
         group=COMPARE,
         help="--compare --model: also export and compare an INT8 Q/DQ graph",
     )
+    data: str | Path | None = option(
+        None,
+        type=Path,
+        metavar="DIR|CSV",
+        group=COMPARE,
+        help="--compare: also top-1/top-5 (95%% CI) of every row on this labelled set, any layout of "
+        "`msmlp eval --data`, with the top-1 difference against eager FP32",
+    )
     progress: bool = option(True, kind="negated", flag="--no-progress", help="no progress bar")
 
 
@@ -96,6 +104,12 @@ def check_options(opts: BenchOptions) -> None:
         opts.iters = None
     elif opts.iters is None or opts.iters < 1:
         raise InputError(f"--iters must be >= 1, got {opts.iters}")
+    if opts.data is not None:
+        if not opts.compare:
+            raise InputError(f"--data {str(opts.data)!r} adds accuracy columns to --compare; add --compare")
+        from msmlp.bench.accuracy import open_data
+
+        open_data(Path(opts.data))  # a bad set, or a file that is not an image: one line, before any work
     if opts.compare and opts.duration_s is not None:
         raise InputError("--compare runs --iters interleaved rounds; --duration-s does not apply")
     if opts.concurrency is not None and opts.concurrency < 1:

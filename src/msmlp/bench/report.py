@@ -121,18 +121,32 @@ def format_compare(compare: dict[str, Any]) -> str:
     peaks = compare["peaks_gflops"]
     head = f"{'backend':<30} {'batch':>5} {'p50 ms':>9} {'p99 ms':>9} {'img/s':>8} {'vs eager':>8} "
     head += f"{'GFLOP/s':>8} {'%bf16pk':>7} {'cosine':>10} {'top-1':>6}"
+    accuracy = compare.get("accuracy")
+    if accuracy:
+        head += f" {'acc@1 %':>8} {'acc@5 %':>8} {'d@1 pt':>7}"
     lines = [head, "-" * len(head)]
     for r in compare["rows"]:
-        lines.append(
+        line = (
             f"{r['label']:<30} {r['batch']:>5} {r['p50_ms']:>9.1f} {r['p99_ms']:>9.1f} {r['throughput_ips']:>8.1f} "
             f"{r['speedup_vs_eager']:>7.2f}x {r['gflops']:>8.1f} {r['percent_of_bf16_peak']:>6.1f}% "
             f"{r['cosine']:>10.6f} {r['top1']:>6.0%}"
         )
+        if accuracy:
+            line += (
+                f" {100 * r['accuracy_top1']:>8.2f} {100 * r['accuracy_top5']:>8.2f} "
+                f"{r['accuracy_top1_delta_points']:>+7.2f}"
+            )
+        lines.append(line)
     lines.append(
         f"matmul peak measured in this run (torch, n={compare['peak_n']}): bf16 {peaks['bf16']:.0f} GFLOP/s, "
         f"fp32 {peaks['fp32']:.0f} GFLOP/s; model {compare['gflop_per_image']:.2f} GFLOP per image "
         "(2 x GMACs); cosine/top-1 against eager FP32 on the same real-image batch"
     )
+    if accuracy:
+        lines.append(
+            f"acc@1/acc@5: top-1/top-5 on {accuracy['images_scored']} labelled images ({accuracy['layout']}, "
+            f"{accuracy['source']}), 95% intervals in bench.json; d@1: top-1 points against the first row"
+        )
     for name, why in compare.get("skipped", {}).items():
         lines.append(f"skipped {name}: {why}")
     return "\n".join(lines)

@@ -6,7 +6,8 @@ p50/p90/p95/p99, mean, std and throughput (images/s), with CUDA-event timing as 
 counters, or TensorRT's layer profiler). --concurrency N drives the dynamic batcher with N client threads
 (or, with --url, a running `msmlp serve`). --compare runs every installed backend x precision on the same
 real-image batch in one interleaved run, with agreement against eager FP32 and achieved GFLOP/s against a
-measured matmul peak. Writes a table to the terminal and bench.json + bench.png to --out.
+measured matmul peak; --data DIR adds each row's top-1/top-5 on labelled images. Writes a table to
+the terminal and bench.json + bench.png to --out.
 
 --model NAME is exported to a temporary ONNX graph and timed on --backend (auto: the fastest CPU backend
 at the graph's own precision), unless --backend pytorch; without --weights it uses synthetic weights
@@ -17,6 +18,7 @@ Examples:
   msmlp bench --onnx out/model.onnx --backend openvino --precision bf16 --batch 8 --profile
   msmlp bench --compare --model s2mlpv2_small --int8 --batch 8
   msmlp bench --compare --onnx-dir out/s2mlpv2_small --batch 1,8
+  msmlp bench --compare --onnx-dir out/s2mlpv2_small --data val/ --batch 8
   msmlp bench --url http://127.0.0.1:8000 --concurrency 16 --requests 200
 """
 

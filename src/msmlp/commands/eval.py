@@ -11,7 +11,8 @@ A candidate is PATH, PATH@auto (the default: the fastest verified backend) or PA
 compare-layers takes it (onnxruntime, openvino, openvino-bf16, tensorrt, cuda). The reference is --model
 (PyTorch FP32) when given, else the first candidate that computes in FP32 (model.onnx@auto may pick
 OpenVINO BF16; give @onnxruntime for an FP32 reference), else the first. Unreadable images are skipped
-and listed (--strict: fatal). Ctrl-C writes the report so far, marked partial.
+and listed (--strict: fatal, found before any backend loads: each file is decoded cheaply, or for
+over 512 images its header checked). Ctrl-C writes the report so far, marked partial.
 
 examples:
   msmlp eval --data val/ --candidate out/m/model.onnx --candidate out/m/model.int8.onnx
@@ -91,7 +92,7 @@ def _check(args: argparse.Namespace) -> tuple[list[Any], Any, Path, int]:
     from msmlp.commands import check_positive
     from msmlp.errors import InputError
     from msmlp.evaluate.candidates import parse_candidate
-    from msmlp.evaluate.datasets import open_dataset, read_class_names
+    from msmlp.evaluate.datasets import open_dataset, read_class_names, with_model_labels
 
     for value, option in ((args.batch, "--batch"), (args.workers, "--workers"), (args.limit, "--limit")):
         check_positive(value, option)
@@ -117,13 +118,43 @@ def _check(args: argparse.Namespace) -> tuple[list[Any], Any, Path, int]:
     data = open_dataset(args.data, ground_truth=args.ground_truth, class_names=names)
     recorded = next((s.config.labels for s in specs if s.config.labels), ())  # msmlp-export --labels
     if names is None and recorded:
-        data = _with_recorded_labels(data, recorded, args.ground_truth)
+        data = with_model_labels(data, recorded, args.ground_truth)
     data = data.head(args.limit)
     for where, count in classes:
         data.check_classes(count, where)
+    _check_decodable(data, args.strict)
     out = args.out or (specs[0].path.parent if specs else Path(f"eval-{args.model}"))
     workers = args.workers or min(8, os.cpu_count() or 1)
     return specs, data, Path(out), workers
+
+
+def _check_decodable(data: Any, strict: bool) -> None:
+    """Every image decodes (:mod:`msmlp.data.imagecheck`), checked before a backend loads: with --strict a
+    bad one is fatal now rather than mid-run; without, the run skips and lists them, and says so first."""
+    from msmlp.data.imagecheck import require_decodable, undecodable
+    from msmlp.errors import InputError
+    from msmlp.log import logger
+
+    if strict:
+        try:
+            require_decodable(data.paths, "--data")
+        except InputError as exc:
+            raise InputError(f"{exc} (--strict: unreadable images are fatal; drop it to skip them)") from None
+        return
+    bad = undecodable(data.paths)
+    if len(bad) == len(data):
+        raise InputError(
+            f"--data {str(data.source)!r}: none of its {len(data)} images decodes, e.g. {bad[0][1]}"
+        )
+    if bad:
+        logger.warning(
+            "eval: %d of %d images do not decode (e.g. %s: %s); they are skipped and listed in eval.json "
+            "(--strict makes them fatal)",
+            len(bad),
+            len(data),
+            bad[0][0],
+            bad[0][1],
+        )
 
 
 def _model_classes(model: str, weights: Path | None) -> int:
@@ -132,21 +163,6 @@ def _model_classes(model: str, weights: Path | None) -> int:
     from msmlp.models.variant import resolve_classes
 
     return resolve_classes(model, read_state_dict(weights) if weights else None, None, str(weights or ""))
-
-
-def _with_recorded_labels(data: Any, labels: tuple[str, ...], ground_truth: Path | None) -> Any:
-    """Class folders named by the model's own labels map by name; labels that are indices (a table, a
-    ground-truth file, folders named 0..N-1) keep their indices and are shown by the model's names."""
-    from msmlp.evaluate.datasets import open_dataset
-
-    folders = set(data.class_names) if data.layout == "imagefolder" else set()
-    if folders and folders <= set(labels):
-        return open_dataset(data.source, ground_truth=ground_truth, class_names=labels)
-    if data.layout == "imagefolder" and set(data.class_names) != {
-        str(i) for i in range(len(data.class_names))
-    }:
-        return data  # folders named by something else: their names are the classes
-    return data.named(labels)
 
 
 def _load(specs: list[Any], args: argparse.Namespace) -> list[Any]:

@@ -48,6 +48,10 @@ def run(args: argparse.Namespace) -> int:
             backend = str(s.get("backend") or "-")
             verdict = f"{s['precision']} {summary_line(s)}"
         print(f"{path.name:<22} {path.stat().st_size / 1e6:>8.1f}  {backend:<12} {verdict}")
+    if result.accuracy is not None:
+        from msmlp.pipeline.accuracy import summary_line as accuracy_line
+
+        print(f"INT8 accuracy: {accuracy_line(result.accuracy)}")
     for step, why in result.skipped.items():
         print(f"{step} skipped: {why}")
     print(f"written to {result.out}/ (model.json has the metadata, verify_*.json the parity reports)")

@@ -1,5 +1,6 @@
 """Automatic mixed precision for INT8: which layer groups stay in high precision so that the held-out
-cosine meets a target, at the best measured speed.
+cosine meets a target, or (:class:`Goal` with labels) the top-1 drop against FP32 is within a budget of
+points, at the best measured speed.
 
 Greedy, deterministic and bounded: the groups are ranked once by cosine gained per GMAC when kept
 alone (:mod:`msmlp.diagnose.sensitivity`: one accuracy run per group, no timing); then the top 1, 2,
@@ -23,10 +24,49 @@ from msmlp.diagnose.graph import load_model, quantized_groups, release
 from msmlp.diagnose.sensitivity import Evaluator, GroupSensitivity, sensitivity, sensitivity_table
 from msmlp.errors import InputError
 from msmlp.log import logger
-from msmlp.verify import ParityStats
+from msmlp.verify import ParityStats, compare
 
 MAX_CONFIGS = 8
 TIMING_RUNS = 3
+
+
+@dataclass(frozen=True)
+class Goal:
+    """What a configuration must reach: the worst held-out cosine against the FP32 graph, or, with
+    ``labels`` (one class index per held-out input), a top-1 drop of at most ``max_drop_points``
+    percentage points below the FP32 graph's top-1 on those labels."""
+
+    cosine: float | None = None
+    max_drop_points: float | None = None
+    labels: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if (self.cosine is None) == (self.max_drop_points is None):
+            raise InputError("the mixed-precision search takes one target: a cosine or an accuracy budget")
+        if self.cosine is not None and not 0 < self.cosine < 1:
+            raise InputError(f"--target-cosine {self.cosine!r} must be between 0 and 1 (e.g. 0.9995)")
+        if self.max_drop_points is not None and (self.labels is None or not 0 <= self.max_drop_points <= 100):
+            raise InputError(
+                f"--max-accuracy-drop {self.max_drop_points!r} needs labels and a budget in 0..100 points"
+            )
+
+    @property
+    def text(self) -> str:
+        if self.cosine is not None:
+            return f"held-out cosine >= {self.cosine}"
+        return f"top-1 drop <= {self.max_drop_points} points on labelled held-out images"
+
+    def drop(self, reference: np.ndarray, logits: np.ndarray) -> float | None:
+        """Top-1 points lost against the reference logits on the labels (None without labels)."""
+        if self.labels is None:
+            return None
+        ref = (reference.argmax(1) == self.labels).mean()
+        return round(100 * float(ref - (logits.argmax(1) == self.labels).mean()), 6)
+
+    def meets(self, stats: ParityStats, drop: float | None) -> bool:
+        if self.cosine is not None:
+            return stats.cosine >= self.cosine
+        return drop is not None and drop <= self.max_drop_points  # type: ignore[operator]
 
 
 @dataclass
@@ -40,6 +80,7 @@ class Config:
     latency_ms: float
     meets: bool
     chosen: bool = False
+    drop_points: float | None = None  # top-1 points lost against FP32 on the labels (accuracy goal)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -47,7 +88,7 @@ class Config:
 
 @dataclass
 class SearchResult:
-    target: float
+    target: float | None  # the cosine goal; None when the goal is an accuracy budget
     samples: int
     batch: int
     met: bool
@@ -59,11 +100,13 @@ class SearchResult:
     speedup_vs_fp32: float | None = None  # chosen config vs the FP32 graph, interleaved timing
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    max_drop_points: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The record kept in model.json (node names are listed there once, in ``keep_nodes``)."""
         return {
             "target_cosine": self.target,
+            "max_accuracy_drop_points": self.max_drop_points,
             "target_met": self.met,
             "held_out_samples": self.samples,
             "batch": self.batch,
@@ -75,23 +118,34 @@ class SearchResult:
             "seconds": round(self.seconds, 1),
             "notes": self.notes,
             "method": "greedy by held-out cosine gained per GMAC; ONNX Runtime CPU timings; "
-            "cosine = worst held-out sample vs the FP32 graph",
+            "cosine = worst held-out sample vs the FP32 graph; "
+            + (
+                "met = cosine target"
+                if self.target is not None
+                else "met = labelled top-1 drop within budget"
+            ),
         }
 
     def table(self) -> str:
+        goal = (
+            f"held-out cosine >= {self.target}"
+            if self.target is not None
+            else f"labelled top-1 drop <= {self.max_drop_points} points"
+        )
         lines = [
-            f"INT8 mixed precision: target held-out cosine >= {self.target} over {self.samples} samples; "
+            f"INT8 mixed precision: target {goal} over {self.samples} samples; "
             f"latency at batch {self.batch} on ONNX Runtime CPU",
             f"{'config':<14} {'kept groups':>11} {'cosine':>10} {'mean cos':>10} {'top-1':>6} {'max rel':>9} "
-            f"{'ms':>8} {'vs fp32':>8}  ",
+            f"{'ms':>8} {'vs fp32':>8} {'drop pt':>8}  ",
         ]
         fp32 = next((c.latency_ms for c in self.configs if c.name == "fp32"), None)
         for c in self.configs:
             ratio = f"{fp32 / c.latency_ms:.2f}x" if fp32 and c.latency_ms else "-"
             mark = "<- chosen" if c.chosen else ("meets" if c.meets else "")
+            drop = "-" if c.drop_points is None else f"{c.drop_points:.2f}"
             lines.append(
                 f"{c.name:<14} {len(c.groups):>11} {c.cosine:>10.6f} {c.cosine_mean:>10.6f} {c.top1:>6.0%} "
-                f"{c.max_rel:>9.2e} {c.latency_ms:>8.1f} {ratio:>8}  {mark}"
+                f"{c.max_rel:>9.2e} {c.latency_ms:>8.1f} {ratio:>8} {drop:>8}  {mark}"
             )
         state = "met" if self.met else "NOT met (best trade-off found is chosen)"
         lines.append(f"target {state}; kept in high precision: {', '.join(self.keep_groups) or 'nothing'}")
@@ -108,26 +162,28 @@ def search_mixed_precision(
     fp32_path: str | Path,
     int8: str | Path | onnx.ModelProto,
     inputs: np.ndarray,
-    target_cosine: float,
+    target_cosine: float | None,
     *,
     batch: int = 8,
     max_configs: int = MAX_CONFIGS,
     threads: int | None = None,
+    goal: Goal | None = None,
 ) -> SearchResult:
     """Choose the groups of the calibrated ``int8`` graph to keep in high precision (see module doc).
 
     ``inputs``: held-out preprocessed images (never the calibration batch). The FP32 graph's logits
-    on them are the reference.
+    on them are the reference. ``goal`` replaces ``target_cosine`` (e.g. an accuracy budget on labels).
     """
-    if not 0 < target_cosine < 1:
-        raise InputError(f"--target-cosine {target_cosine!r} must be between 0 and 1 (e.g. 0.9995)")
+    goal = goal or Goal(cosine=target_cosine)
+    if goal.labels is not None and len(goal.labels) != len(inputs):
+        raise InputError(f"{len(goal.labels)} labels for {len(inputs)} held-out inputs; one label per input")
     if isinstance(max_configs, bool) or not isinstance(max_configs, int) or max_configs < 1:
         raise InputError(f"max configurations {max_configs!r} must be a positive integer")
     start = time.perf_counter()
     fp32 = load_model(fp32_path)
     q = int8 if isinstance(int8, onnx.ModelProto) else load_model(int8)
     ev = Evaluator(fp32, inputs, batch, threads)
-    configs = [_measure(ev, "fp32", [], fp32, target_cosine), _measure(ev, "int8", [], q, target_cosine)]
+    configs = [_measure(ev, "fp32", [], fp32, goal), _measure(ev, "int8", [], q, goal)]
     base = ev.parity(q)
     groups = quantized_groups(q)
     rows: list[GroupSensitivity] = []
@@ -135,11 +191,11 @@ def search_mixed_precision(
     if not configs[1].meets:
         rows = sensitivity(fp32, q, ev, base)
         logger.info("%s", sensitivity_table(rows, base.cosine))
-        kept = _greedy(ev, fp32, q, groups, rows, target_cosine, max_configs, configs)
-    chosen = _choose(configs, kept)
+        kept = _greedy(ev, fp32, q, groups, rows, goal, max_configs, configs)
+    chosen = _choose(configs, kept, goal)
     chosen.chosen = True
     result = SearchResult(
-        target=target_cosine,
+        target=goal.cosine,
         samples=len(inputs),
         batch=batch,
         met=chosen.meets,
@@ -148,12 +204,13 @@ def search_mixed_precision(
         configs=configs,
         sensitivity=rows,
         base_cosine=base.cosine,
+        max_drop_points=goal.max_drop_points,
     )
     final = release(q, fp32, result.keep_nodes) if chosen.groups else q
     result.speedup_vs_fp32 = _interleaved_speedup(ev, fp32, final)
     if not chosen.meets:
         result.notes.append(
-            f"no configuration within {max_configs} tries met cosine {target_cosine}; the most accurate one "
+            f"no configuration within {max_configs} tries met {goal.text}; the most accurate one "
             "tried is chosen (raise --max-configs, or --keep-fp32 more, or use FP16/BF16)"
         )
     result.seconds = time.perf_counter() - start
@@ -166,7 +223,7 @@ def _greedy(
     q: onnx.ModelProto,
     groups: dict[str, list[str]],
     rows: Sequence[GroupSensitivity],
-    target: float,
+    target: Goal,
     max_configs: int,
     configs: list[Config],
 ) -> list[str]:
@@ -200,13 +257,16 @@ def _greedy(
     return met
 
 
-def _choose(configs: list[Config], kept: list[str]) -> Config:
-    """The INT8 configuration that met the target with the fewest groups kept; else the most accurate."""
+def _choose(configs: list[Config], kept: list[str], goal: Goal) -> Config:
+    """The INT8 configuration that met the target with the fewest groups kept; else the most accurate
+    (by the goal's own measure: the drop on the labels, or the cosine)."""
     int8 = [c for c in configs if c.name != "fp32"]
     meeting = [c for c in int8 if c.meets]
     if meeting:
         exact = [c for c in meeting if c.groups == kept] if kept else []
         return exact[0] if exact else min(meeting, key=lambda c: (len(c.groups), -c.cosine))
+    if goal.labels is not None:
+        return min(int8, key=lambda c: (c.drop_points, -c.cosine, len(c.groups)))
     return max(int8, key=lambda c: (c.cosine, -len(c.groups)))
 
 
@@ -214,12 +274,19 @@ def _nodes(groups: dict[str, list[str]], kept: Sequence[str]) -> list[str]:
     return [n for g in kept for n in groups[g]]
 
 
-def _measure(ev: Evaluator, name: str, kept: list[str], model: onnx.ModelProto, target: float) -> Config:
+def _measure(ev: Evaluator, name: str, kept: list[str], model: onnx.ModelProto, goal: Goal) -> Config:
     session = ev.session(model)
-    stats: ParityStats = _parity(ev, session)
+    logits = ev.logits(session)
+    stats: ParityStats = compare(ev.reference, logits)
+    drop = goal.drop(ev.reference, logits)
     ms = _latency(session, ev.inputs[: ev.batch])
     logger.info(
-        "mixed precision %-10s %2d groups kept: cosine %.6f, %.1f ms", name, len(kept), stats.cosine, ms
+        "mixed precision %-10s %2d groups kept: cosine %.6f%s, %.1f ms",
+        name,
+        len(kept),
+        stats.cosine,
+        "" if drop is None else f", top-1 drop {drop:.2f} points",
+        ms,
     )
     return Config(
         name,
@@ -229,14 +296,9 @@ def _measure(ev: Evaluator, name: str, kept: list[str], model: onnx.ModelProto, 
         stats.top1,
         stats.max_rel,
         ms,
-        stats.cosine >= target,
+        goal.meets(stats, drop),
+        drop_points=drop,
     )
-
-
-def _parity(ev: Evaluator, session: Any) -> ParityStats:
-    from msmlp.verify import compare
-
-    return compare(ev.reference, ev.logits(session))
 
 
 def _latency(session: Any, x: np.ndarray, runs: int = TIMING_RUNS) -> float:
@@ -274,8 +336,9 @@ def quantize_mixed(
     dst: str | Path,
     calib: np.ndarray,
     held_out: np.ndarray,
-    target_cosine: float,
+    target_cosine: float | None,
     *,
+    goal: Goal | None = None,
     method: str = "max",
     keep_fp32: Sequence[str] = (),
     batch: int = 8,
@@ -286,13 +349,15 @@ def quantize_mixed(
     """INT8 with automatic mixed precision: calibrate once (``calib``, the export's cached batch), search
     on ``held_out`` inputs, then let ModelOpt write the graph with the chosen groups excluded. Returns
     :func:`~msmlp.exporters.quantize.quantize_int8`'s info plus a ``mixed_precision`` record (the search,
-    and the written graph's own held-out figures)."""
+    and the written graph's own held-out figures). ``goal`` replaces ``target_cosine`` (an accuracy
+    budget on labelled ``held_out`` inputs)."""
     from msmlp.exporters.quantize import quantize_int8
 
     dst = Path(dst)
+    goal = goal or Goal(cosine=target_cosine)
     info = quantize_int8(Path(fp32_path), dst, calib, method=method, keep_fp32=keep_fp32, target=target)
     result = search_mixed_precision(
-        fp32_path, dst, held_out, target_cosine, batch=batch, max_configs=max_configs
+        fp32_path, dst, held_out, goal.cosine, batch=batch, max_configs=max_configs, goal=goal
     )
     logger.info("%s", result.table())
     record = result.to_dict()
@@ -306,18 +371,25 @@ def quantize_mixed(
             target=target,
         )
         ev = Evaluator(load_model(fp32_path), held_out, batch, None)
-        final = ev.parity(load_model(dst))
-        record["written"] = {"cosine": final.cosine, "cosine_mean": final.cosine_mean, "top1": final.top1}
-        if final.cosine < target_cosine and result.met:
+        logits = ev.logits(ev.session(load_model(dst)))
+        final, drop = compare(ev.reference, logits), goal.drop(ev.reference, logits)
+        record["written"] = {
+            "cosine": final.cosine,
+            "cosine_mean": final.cosine_mean,
+            "top1": final.top1,
+            "drop_points": drop,
+        }
+        if result.met and not goal.meets(final, drop):
             logger.warning(
-                "mixed precision: ModelOpt's graph with the chosen groups excluded gives held-out cosine "
-                "%.6f, below the %.6f the search measured",
+                "mixed precision: ModelOpt's graph with the chosen groups excluded misses %s on the held-out "
+                "inputs (cosine %.6f, top-1 drop %s points), which the search's configuration met",
+                goal.text,
                 final.cosine,
-                target_cosine,
+                drop,
             )
     if plot is not None:
         from msmlp.diagnose.plot import plot_tradeoff
 
-        plot_tradeoff(record["configs"], target_cosine, plot)
+        plot_tradeoff(record["configs"], goal.cosine, plot)
         record["plot"] = Path(plot).name
     return {**info, "mixed_precision": record}

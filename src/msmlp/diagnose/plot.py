@@ -66,9 +66,9 @@ def _group_ticks(ax: Any, report: LayerReport) -> None:
     top.set_xticklabels([b for b, _ in items[::step]], rotation=35, fontsize=7, ha="left")
 
 
-def plot_tradeoff(configs: Sequence[dict[str, Any]], target: float, path: str | Path) -> Path:
+def plot_tradeoff(configs: Sequence[dict[str, Any]], target: float | None, path: str | Path) -> Path:
     """Held-out cosine (as 1 - cosine, log) against measured latency, one point per configuration tried;
-    the chosen one is ringed."""
+    the chosen one is ringed; ``target`` (a cosine, None for an accuracy budget) drawn as a line."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -81,12 +81,14 @@ def plot_tradeoff(configs: Sequence[dict[str, Any]], target: float, path: str | 
         ax.annotate(c["name"], (c["latency_ms"], y), textcoords="offset points", xytext=(4, 3), fontsize=7)
         if c.get("chosen"):
             ax.scatter([c["latency_ms"]], [y], s=160, facecolors="none", edgecolors="tab:green", linewidths=2)
-    ax.axhline(1 - target, color="grey", linestyle="--", linewidth=0.8, label=f"target cosine {target}")
+    if target is not None:
+        ax.axhline(1 - target, color="grey", linestyle="--", linewidth=0.8, label=f"target cosine {target}")
     ax.set_yscale("log")
     ax.set_xlabel("latency per batch, ms (ONNX Runtime CPU)")
     ax.set_ylabel("1 - held-out cosine (worst sample) vs FP32")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     fig.suptitle("INT8 mixed precision: accuracy against speed", fontsize=12)
     fig.savefig(path, format="png")
     return Path(path)

@@ -117,6 +117,23 @@ def open_dataset(
     raise InputError(f"{str(source)!r} holds no images ({', '.join(IMAGE_SUFFIXES)}) and no class folders")
 
 
+def with_model_labels(
+    data: LabelledSet, labels: Sequence[str], ground_truth: str | Path | None = None
+) -> LabelledSet:
+    """The labelled set as a model with its own class names (``msmlp-export --labels``) reads it, the same
+    for ``msmlp eval`` and the export's accuracy gate. Class folders named by the model's own labels map
+    by name; labels that are indices (a table, a ground-truth file, folders named 0..N-1) keep their
+    indices and are shown by the model's names."""
+    folders = set(data.class_names) if data.layout == "imagefolder" else set()
+    if folders and folders <= set(labels):
+        return open_dataset(data.source, ground_truth=ground_truth, class_names=tuple(labels))
+    if data.layout == "imagefolder" and set(data.class_names) != {
+        str(i) for i in range(len(data.class_names))
+    }:
+        return data  # folders named by something else: their names are the classes
+    return data.named(labels)
+
+
 def read_class_names(path: str | Path) -> tuple[str, ...]:
     """``--labels FILE``: one class name per line, a JSON list, or a JSON ``{index: name}`` (as export reads it)."""
     from msmlp.data.labels import read_labels

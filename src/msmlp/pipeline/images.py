@@ -1,4 +1,5 @@
-"""Which images verify which artefact: the verification set, and the INT8 held-out split.
+"""Which images verify which artefact: the verification set, the INT8 held-out split, and the check
+that ``--val`` shares no image with the calibration set.
 
 An INT8 graph is never verified on images it was calibrated on. This module is the one place that
 decides the split at export time and re-applies it when ``msmlp verify`` checks an INT8 file later.
@@ -19,7 +20,14 @@ from msmlp.models.config import DeployConfig
 
 
 def verification_images(folder: Path | None) -> list[Path]:
-    return list_images(folder) if folder else builtin_images()
+    """``--images`` (every file decodes, checked cheaply up front), or the built-in photos."""
+    from msmlp.data.imagecheck import require_decodable
+
+    if not folder:
+        return builtin_images()
+    files = list_images(folder)
+    require_decodable(files, "--images")
+    return files
 
 
 def int8_image_split(
@@ -68,6 +76,28 @@ def held_out_images(artifact: ArtifactInfo, images: Sequence[Path]) -> tuple[lis
             "every verification image was used to calibrate this INT8 graph; pass --images DIR with others"
         )
     return kept, f"INT8 held-out: {len(images) - len(kept)} calibration image(s) left out"
+
+
+def val_overlap(val: Sequence[Path], calib_folder: Path | None) -> list[tuple[Path, Path]]:
+    """(val image, calibration image) pairs with the same content; sizes first, so few files are hashed."""
+    calib = list_images(calib_folder) if calib_folder else builtin_images()
+    by_size: dict[int, list[Path]] = {}
+    for path in calib:
+        by_size.setdefault(path.stat().st_size, []).append(path)
+    found = []
+    hashes: dict[Path, str] = {}
+    for path in val:
+        same_size = by_size.get(path.stat().st_size)
+        if not same_size:
+            continue
+        digest = file_sha256(path)
+        for other in same_size:
+            if other not in hashes:
+                hashes[other] = file_sha256(other)
+            if hashes[other] == digest:
+                found.append((path, other))
+                break
+    return found
 
 
 def calibration_key(config: DeployConfig, files: Sequence[Path], size: int, seed: int) -> str:

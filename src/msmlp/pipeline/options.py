@@ -26,6 +26,7 @@ TENSORRT_MISSING = "TensorRT is not installed (pip install 'msmlp[tensorrt]' on 
 
 
 REDUCED = "reduced precision"
+ACCURACY = "INT8 accuracy gate"
 ENGINE = "TensorRT engine"
 
 
@@ -135,6 +136,30 @@ class ExportOptions:
         "configurations tried (each timed at batch 8 on ONNX Runtime CPU), one calibration reused; the "
         "choice and the trade-off table go into model.json, the plot into int8_tradeoff.png",
     )
+    val: Path | None = option(
+        None,
+        type=Path,
+        metavar="DIR|CSV",
+        group=ACCURACY,
+        help="with --int8: labelled held-out images (the layouts of `msmlp eval --data`, none of them in "
+        "--calib); FP32 and INT8 top-1/top-5 on them, the drop and its 95%% interval go into model.json",
+    )
+    max_accuracy_drop: float | None = option(
+        None,
+        type=float,
+        metavar="POINTS",
+        group=ACCURACY,
+        help="with --val: the INT8 graph is not kept (exit 3, accuracy_int8.json written) when its top-1 "
+        "is more than POINTS percentage points below FP32's on --val, e.g. 0.5",
+    )
+    accuracy_search: bool = option(
+        False,
+        kind="flag",
+        group=ACCURACY,
+        help="with --max-accuracy-drop: keep the layer groups INT8 hurts most in high precision until the "
+        "top-1 drop on (a seeded subset of up to 256 of) the --val images is within the budget: the "
+        "--target-cosine search, judged by labels; the gate then judges the written graph on all of --val",
+    )
     engine: bool = option(
         False, kind="flag", group=ENGINE, help="require the engine: fail if TensorRT is unavailable"
     )
@@ -196,6 +221,7 @@ def check_options(opts: ExportOptions) -> ExportOptions:
             raise InputError(f"{label} {str(path)!r} does not exist or is not a file")
     opts = replace(opts, num_classes=deploy_config(opts).num_classes)
     _check_image_folders(opts)
+    _check_accuracy_gate(opts)
     _check_target_cosine(opts)
     if (opts.fp16 or opts.int8) and opts.shift == "plugin":
         raise InputError(
@@ -255,6 +281,8 @@ def check_profile(batch: tuple[int, int, int]) -> tuple[int, int, int]:
 
 
 def _check_image_folders(opts: ExportOptions) -> None:
+    """Each folder holds images that decode (:mod:`msmlp.data.imagecheck`), before any export work."""
+    from msmlp.data.imagecheck import require_decodable
     from msmlp.data.transforms import list_images
 
     folders = [("--images", opts.images), ("--calib", opts.calib if opts.int8 else None)]
@@ -263,7 +291,42 @@ def _check_image_folders(opts: ExportOptions) -> None:
             continue
         if not Path(folder).is_dir():
             raise InputError(f"{label} {str(folder)!r} is not a folder of images")
-        list_images(folder)  # at least one image, or one clear line
+        require_decodable(list_images(folder), label)  # at least one image, each readable
+
+
+def _check_accuracy_gate(opts: ExportOptions) -> None:
+    """--val is a readable labelled set sharing no image with --calib; the budget is a number of points."""
+    budget = opts.max_accuracy_drop
+    if opts.accuracy_search and budget is None:
+        raise InputError(
+            "--accuracy-search keeps layers until the drop is within --max-accuracy-drop; add it"
+        )
+    if opts.accuracy_search and opts.target_cosine is not None:
+        raise InputError("--accuracy-search and --target-cosine are two targets for one search; give one")
+    if budget is not None:
+        if opts.val is None:
+            raise InputError(f"--max-accuracy-drop {budget!r} is measured on labelled images; add --val DIR")
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 <= budget <= 100:
+            raise InputError(
+                f"--max-accuracy-drop {budget!r} must be a number of top-1 points in 0..100, e.g. 0.5"
+            )
+    if opts.val is None:
+        return
+    if not opts.int8:
+        raise InputError(f"--val {str(opts.val)!r} measures the accuracy of the INT8 graph; add --int8")
+    from msmlp.data.imagecheck import require_decodable
+    from msmlp.evaluate.datasets import open_dataset
+    from msmlp.pipeline.images import val_overlap
+
+    data = open_dataset(opts.val)  # any layout `msmlp eval --data` takes
+    require_decodable(data.paths, "--val")
+    shared = val_overlap(data.paths, opts.calib)
+    if shared:
+        val, calib = shared[0]
+        raise InputError(
+            f"--val and --calib share {len(shared)} image(s), e.g. {str(val)!r} is {str(calib)!r}; accuracy "
+            "must be measured on images the calibration never saw: remove them from one folder"
+        )
 
 
 def check_writable_folder(folder: Path, option: str) -> None:

@@ -31,6 +31,10 @@ def run_export(options: ExportOptions) -> ExportResult:
     result = ExportResult(out=out)
     model = load_for_deploy(opts.model, opts.weights, opts.seed, config=deploy_config(opts))
     config: DeployConfig = model.deploy_config
+    if opts.val is not None:  # the labels fit this model's head, before any export work
+        from msmlp.pipeline.accuracy import open_val
+
+        open_val(opts.val, config).check_classes(config.num_classes, opts.model)
     manifest = Manifest.open(
         out,
         model=opts.model,
@@ -66,7 +70,8 @@ def plan_steps(opts: ExportOptions, reuse: bool) -> list[str]:
 
     steps = ["build", *(["reuse"] if reuse else ["export", "check", "verify_fp32"]), *on_backends("fp32")]
     steps += ["fp16", "verify_fp16", *on_backends("fp16")] if opts.fp16 else []
-    steps += ["calibrate", "int8", "verify_int8", *on_backends("int8")] if opts.int8 else []
+    gate = ["accuracy_int8"] if opts.val is not None else []
+    steps += ["calibrate", "int8", "verify_int8", *gate, *on_backends("int8")] if opts.int8 else []
     return [*steps, "engine"]
 
 

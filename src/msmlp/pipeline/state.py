@@ -25,6 +25,7 @@ class ExportResult:
     reports: dict[str, VerifyReport] = field(default_factory=dict)
     reused: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # step -> why
+    accuracy: dict | None = None  # the INT8 accuracy record on --val (pipeline.accuracy)
     manifest: Manifest | None = None
 
 

@@ -131,7 +131,7 @@ def int8_step(run: RunState) -> None:
     }
 
     def quantize(stage: Path) -> dict:
-        if opts.target_cosine is None:
+        if opts.target_cosine is None and not opts.accuracy_search:
             info = quantize_int8(
                 run.result.artifacts["fp32"],
                 stage,
@@ -142,16 +142,27 @@ def int8_step(run: RunState) -> None:
             )
             return {**info, "calibration": calibration}
         from msmlp.data.transforms import augmented, load_image, preprocess
-        from msmlp.diagnose.autoprec import quantize_mixed
+        from msmlp.diagnose.autoprec import Goal, quantize_mixed
         from msmlp.verify import MIN_SAMPLES
 
-        views = augmented([load_image(p) for p in held_out], max(MIN_SAMPLES, len(held_out)), seed=opts.seed)
+        goal = None
+        if opts.accuracy_search:  # labelled --val images, judged by top-1 against FP32
+            from msmlp.pipeline.accuracy import search_inputs
+
+            inputs, labels = search_inputs(run)
+            goal = Goal(max_drop_points=opts.max_accuracy_drop, labels=labels)
+        else:
+            count = max(MIN_SAMPLES, len(held_out))
+            inputs = preprocess(
+                augmented([load_image(p) for p in held_out], count, seed=opts.seed), run.config
+            )
         info = quantize_mixed(
             run.result.artifacts["fp32"],
             stage,
             calib,  # the cached calibration batch, reused: one calibration for the whole search
-            preprocess(views, run.config),
+            inputs,
             opts.target_cosine,
+            goal=goal,
             method=opts.calib_method,
             keep_fp32=opts.keep_fp32,
             plot=run.out / "int8_tradeoff.png",
@@ -167,8 +178,25 @@ def int8_step(run: RunState) -> None:
             quantize,
         ),
         ("verify INT8 against PyTorch FP32 on held-out images", held_out, note),
+        gate=_accuracy_gate(run),
     )
     backend_steps(run, "int8", held_out, note)
+
+
+def _accuracy_gate(run: RunState) -> Callable[[Path], dict] | None:
+    """With --val: top-1 of the staged INT8 graph against FP32 on labelled images, before it is kept."""
+    if run.opts.val is None:
+        return None
+
+    def gate(stage: Path) -> dict:
+        from msmlp.pipeline.accuracy import accuracy_gate, summary_line
+
+        with run.progress.step("accuracy_int8", "INT8 top-1 against FP32 on --val (labelled)") as step:
+            record = accuracy_gate(run, stage)
+            step["detail"] = summary_line(record)
+        return record
+
+    return gate
 
 
 def reduced_precision_step(
@@ -176,9 +204,11 @@ def reduced_precision_step(
     precision: str,
     convert: tuple[str, Callable[[Path], dict]],
     verify: tuple[str, Sequence[Path], str],
+    gate: Callable[[Path], dict] | None = None,
 ) -> None:
     """Convert the FP32 graph into a staged file, check it, verify it against PyTorch FP32 on the given
-    images, and only then move it into place and record it in the manifest."""
+    images, pass it through ``gate`` (which raises to refuse it), and only then move it into place and
+    record it in the manifest."""
     final = run.out / ONNX_FILES[precision]
     (convert_title, convert_fn), (verify_title, images, note) = convert, verify
     with staged(final) as stage:
@@ -189,6 +219,8 @@ def reduced_precision_step(
         with run.progress.step(f"verify_{precision}", verify_title) as step:
             report = verify_onnx(run, stage, final, precision, images, note)
             step["detail"] = verdict(report)
+        if gate is not None:
+            gate(stage)
         commit(run, stage, final, precision, check, report, {"info": info})
 
 
