@@ -3,7 +3,11 @@
 No official code was released. The configuration here reproduces the paper's table (Small/7 25.11M
 params, 6.90 GMACs; Medium/7 55.27M, 16.28 GMACs): a 7x7 patch embed to 32x32 tokens, blocks at C1,
 a 2x2 stride-2 conv to 16x16 tokens, blocks at C2, then LayerNorm, token mean and a linear head.
-Tokens are channels-last (N, H, W, C) throughout.
+Tokens are channels-last. Between stages they are (N, H, W, C); inside a stage the residual stream is
+(N, H*W, C) and only the shifts see the grid. The values are the same either way, but OpenVINO's CPU
+plugin fuses an INT8 FullyConnected's dequantize scale, bias, GELU and requantization only into a rank-2
+or rank-3 output (on rank 4 it takes axis 1, H, for the channels, so every bias Add ran on its own),
+and it matches a LayerNormalization to one MVN only on rank 3 (docs/performance.md, issue 21).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ LN_EPS = 1e-6
 
 class SplitAttention(nn.Module):
     """ResNeSt-style attention over k branches: softmax across branches of an MLP of the pooled sum.
+    Branches are channels-last tokens, (N, L, C) or (N, H, W, C); the pool is over every token axis.
 
     Two forms compute the same values. The *reference* form stacks the branches and reduces over the
     stack, as the paper's formula reads; exported, that copies every branch into one tensor and then
@@ -56,19 +61,31 @@ class SplitAttention(nn.Module):
         return self.forward_deploy(xs) if self.deploy else self.forward_reference(xs)
 
     def forward_reference(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
-        stacked = torch.stack(tuple(xs), 1)  # N, k, H, W, C
-        w = self.branch_weights(stacked.sum(1).mean((1, 2)))
-        return (stacked * w[:, :, None, None, :]).sum(1)
+        stacked = torch.stack(tuple(xs), 1)  # N, k, *tokens, C
+        w = self.branch_weights(stacked.sum(1).mean(_token_axes(xs[0])))
+        return (stacked * _per_token(w, xs[0].dim())).sum(1)
 
     def forward_deploy(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:
         total = xs[0]
         for x in xs[1:]:
             total = total + x
-        w = self.branch_weights(total.mean((1, 2)))[:, :, None, None, :].unbind(1)  # k x (N, 1, 1, C)
+        w = _per_token(self.branch_weights(total.mean(_token_axes(total))), total.dim()).unbind(1)
         out = xs[0] * w[0]
         for x, wi in zip(xs[1:], w[1:]):
             out = out + x * wi
         return out
+
+
+def _token_axes(x: torch.Tensor) -> tuple[int, ...]:
+    """The token axes of channels-last ``x``: all but the batch and the channels."""
+    return tuple(range(1, x.dim() - 1))
+
+
+def _per_token(w: torch.Tensor, dims: int) -> torch.Tensor:
+    """Branch weights (N, k, C) shaped to broadcast over the tokens of ``dims``-D branches."""
+    for _ in range(dims - 2):
+        w = w.unsqueeze(2)
+    return w
 
 
 class S2Mix(nn.Module):
@@ -82,14 +99,21 @@ class S2Mix(nn.Module):
         self.attn = SplitAttention(dim, 3, deploy=self.deploy)
         self.proj_out = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """``x``: (N, H*W, C) tokens on the ``grid`` (H, W); the shifts see them as (N, H, W, C)."""
+        h, w = grid
         y = self.proj_in(x)
+        c = int(y.shape[-1]) // 3  # static sizes: the tracer records constants, not Shape ops
         fused_mix = fused("split_attention", y) if self.deploy else None
         if fused_mix is not None:  # shifts and weighted sum in one pass over y (CUDA)
-            return self.proj_out(fused_mix(y, self.attn))
+            return self.proj_out(fused_mix(y.reshape(-1, h, w, 3 * c), self.attn).reshape(-1, h * w, c))
         x1, x2, x3 = y.chunk(3, -1)
         shift = (fused("edge_shift", y) if self.deploy else None) or self.shift
-        return self.proj_out(self.attn((shift(x1, SHIFT1), shift(x2, SHIFT2), x3)))
+
+        def shifted(part: torch.Tensor, pattern: Sequence[tuple[int, int]]) -> torch.Tensor:
+            return shift(part.reshape(-1, h, w, c), pattern).reshape(-1, h * w, c)
+
+        return self.proj_out(self.attn((shifted(x1, SHIFT1), shifted(x2, SHIFT2), x3)))
 
 
 class Mlp(nn.Module):
@@ -112,8 +136,9 @@ class S2Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
         self.mlp = Mlp(dim, mlp_ratio)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.mix(self.norm1(x))
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """``x``: (N, H*W, C) tokens on the ``grid`` (H, W)."""
+        x = x + self.mix(self.norm1(x), grid)
         return x + self.mlp(self.norm2(x))
 
 
@@ -127,18 +152,29 @@ def to_tokens(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1, c, h * w).transpose(1, 2).reshape(-1, h, w, c)  # -1: no Shape op for the batch
 
 
+class Blocks(nn.Sequential):
+    """``nn.Sequential`` whose blocks also get the token grid (the same names in state dicts and graphs)."""
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        for block in self:
+            x = block(x, grid)
+        return x
+
+
 class Stage(nn.Module):
-    """Optional 2x2 stride-2 downsample (channels-last in and out), then blocks."""
+    """Optional 2x2 stride-2 downsample (channels-last in and out), then blocks on (N, H*W, C) tokens
+    (module docstring)."""
 
     def __init__(self, in_dim: int, dim: int, depth: int, downsample: bool, **block_kw) -> None:
         super().__init__()
         self.downsample = nn.Conv2d(in_dim, dim, kernel_size=2, stride=2) if downsample else None
-        self.blocks = nn.Sequential(*(S2Block(dim, **block_kw) for _ in range(depth)))
+        self.blocks = Blocks(*(S2Block(dim, **block_kw) for _ in range(depth)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.downsample is not None:
             x = to_tokens(self.downsample(x.permute(0, 3, 1, 2)))
-        return self.blocks(x)
+        h, w, c = (int(d) for d in x.shape[1:])
+        return self.blocks(x.reshape(-1, h * w, c), (h, w)).reshape(-1, h, w, c)
 
 
 class S2MLPv2(nn.Module):
@@ -171,7 +207,8 @@ class S2MLPv2(nn.Module):
         x = to_tokens(self.patch_embed.proj(x))
         for stage in self.stages:
             x = stage(x)
-        return self.norm(x)
+        h, w, c = (int(d) for d in x.shape[1:])
+        return self.norm(x.reshape(-1, h * w, c)).reshape(-1, h, w, c)  # rank 3: OpenVINO's MVN
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = x.mean((1, 2))
