@@ -15,6 +15,29 @@ import numpy as np
 FULL = ["s2mlpv2_small", "msmlp_tiny", "msmlp_small", "s2mlpv2_medium", "msmlp_base"]  # the paper models
 BATCHES = (8, 1)
 CALIB_IMAGES = ("brick", "grass", "rocket")  # the rest (astronaut, coffee) are held out
+CPU_FLAGS = ("avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_record() -> dict[str, Any]:
+    """The CPU these figures come from: its model name, the flags BF16/INT8 speed depends on, the cores
+    and the load average at the start (the machines differ: Xeon with AMX, or EPYC without)."""
+    import os
+
+    from msmlp.runtime.openvino import cpu_flags
+
+    name = "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            name = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), name)
+    except OSError:
+        pass
+    flags = cpu_flags()
+    return {
+        "model": name,
+        "flags": [f for f in CPU_FLAGS if f in flags],
+        "cores": os.cpu_count(),
+        "load_average": list(os.getloadavg()),
+    }
 
 
 def calib_and_held(config: Any, calib_size: int) -> tuple[np.ndarray, np.ndarray]:
