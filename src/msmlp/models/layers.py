@@ -132,6 +132,8 @@ def shift_override(**fns: Callable[..., torch.Tensor]) -> Iterator[None]:
 
 def fused(name: str, x: torch.Tensor) -> Callable[..., torch.Tensor] | None:
     """The fused implementation of ``name`` to use for ``x``, or None for the Slice/Concat form."""
+    if torch.compiler.is_compiling():  # dynamo cannot trace ContextVar.get (a graph break per block);
+        return None  # inductor fuses the Slice/Concat form itself
     active = _override.get()
     if active is not None:
         return active.get(name)
