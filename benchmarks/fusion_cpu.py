@@ -13,12 +13,11 @@ profiles: each row's quickest of ``--profile-repeats`` turns, taken in turns.
 from __future__ import annotations
 
 import argparse
-import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from bench_common import cpu_record, timings
+from bench_common import cpu_record, timings, write_json
 
 COMPUTE = ("FullyConnected", "FullyConnectedQuantizedLegacy", "Convolution", "MatMul")
 
@@ -78,7 +77,7 @@ def main() -> int:
     first = next(iter(rows))
     result = {
         "model": args.model,
-        "cpu": cpu,
+        "load_average_at_start": cpu["load_average"],
         "bf16_matmul_peak_gflops": peak,
         "gflop_per_image": gflop,
         "files": files,
@@ -91,7 +90,7 @@ def main() -> int:
     }
     for r in rows.values():
         r.close()
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     print(
         f"{args.model} on {cpu['model']} {cpu['flags']}, load {cpu['load_average']}; bf16 peak {peak:.0f} GFLOP/s"
     )
