@@ -223,7 +223,7 @@ def test_plugin_export_writes_one_plugin_node_per_shift(contributing, tmp_path, 
 @pytest.mark.parametrize("name", MICRO)
 def test_lowered_plugin_graph_equals_the_slice_graph(contributing, tmp_path, exported, image_paths, name):
     """Plugin nodes lowered back to Slice/Concat give the slice export's outputs exactly (for S2-MLPv2
-    its very op counts; MS-MLP's lowering rolls the whole tensor, the slice form group by group)."""
+    its op counts but Slice; MS-MLP's lowering rolls the whole tensor, the slice form group by group)."""
     config = msmlp.get_config(name)
     plugin = onnx.load(export_onnx(contributing(name), tmp_path / "p.onnx", config=config, shift="plugin"))
     lowered = lower_plugin_nodes(plugin)
@@ -231,8 +231,10 @@ def test_lowered_plugin_graph_equals_the_slice_graph(contributing, tmp_path, exp
     assert not any(n.domain == "msmlp" for n in lowered.graph.node)
     counts = op_counts(lowered)
     del counts["Constant"]
-    if name.startswith("s2mlpv2"):
-        assert counts == op_counts(sliced)
+    if name.startswith("s2mlpv2"):  # the export's channel and row Slices are merged into two-axis ones
+        want = op_counts(sliced)
+        assert counts["Slice"] >= want["Slice"] > 0
+        assert {k: v for k, v in counts.items() if k != "Slice"} == {k: v for k, v in want.items() if k != "Slice"}
     from PIL import Image
 
     size = config.input_size[1:]

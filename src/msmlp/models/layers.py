@@ -29,14 +29,52 @@ def roll_reference(x: torch.Tensor, shift: int, dim: int) -> torch.Tensor:
 
 
 def roll_sliced(x: torch.Tensor, shift: int, dim: int) -> torch.Tensor:
-    """``torch.roll`` from one split point: the tail moves to the front. Static sizes only."""
-    size = x.shape[dim]
-    shift %= size
+    """``torch.roll`` from one split point: the tail moves to the front.
+
+    The split is written with bounds counted from the ends of the axis (``x[-s:]``, ``x[:-s]``), so the
+    exported Slices hold constants only and stay right at any size along ``dim`` (a dynamic H/W graph);
+    a shift of at least the traced size is reduced modulo it first.
+    """
+    size = int(x.shape[dim])
+    if abs(shift) >= size:
+        shift %= size
     if shift == 0:
         return x
-    tail = x.narrow(dim, size - shift, shift)
-    head = x.narrow(dim, 0, size - shift)
-    return torch.cat((tail, head), dim)
+    # right by s: x[-s:] then x[:-s]; left by k (shift -k): x[k:] then x[:k], the same bounds
+    return torch.cat((along(x, dim, -shift, None), along(x, dim, None, -shift)), dim)
+
+
+def along(x: torch.Tensor, dim: int, start: int | None, stop: int | None) -> torch.Tensor:
+    """``x[..., start:stop, ...]`` on axis ``dim``: one Slice with constant bounds, negative ones
+    counted from the end, so it needs no Shape op."""
+    index = [slice(None)] * x.dim()
+    index[dim] = slice(start, stop)
+    return x[tuple(index)]
+
+
+# --------------------------------------------------------------------------------- dynamic sizes
+
+_dynamic_sizes = False
+
+
+@contextmanager
+def dynamic_sizes() -> Iterator[None]:
+    """Within the block (an export with dynamic H/W), :func:`grid_size` returns the traced sizes, so the
+    reshapes between token layouts are recorded as shape arithmetic instead of the sizes seen."""
+    global _dynamic_sizes
+    before, _dynamic_sizes = _dynamic_sizes, True
+    try:
+        yield
+    finally:
+        _dynamic_sizes = before
+
+
+def grid_size(x: torch.Tensor, dims: Sequence[int]) -> tuple:
+    """The sizes of ``x`` along ``dims``: Python ints (the tracer records constants: a fixed-size graph
+    without Shape ops), or, inside :func:`dynamic_sizes` while tracing, the traced sizes."""
+    if _dynamic_sizes and torch.jit.is_tracing():
+        return tuple(x.size(d) for d in dims)
+    return tuple(int(x.shape[d]) for d in dims)
 
 
 # ------------------------------------------------------------------------------- edge-replicate shift
@@ -73,12 +111,12 @@ def edge_shift_reference(x: torch.Tensor, pattern: Sequence[tuple[int, int]] = S
 
 
 def _edge_shift_one(x: torch.Tensor, axis: int, step: int) -> torch.Tensor:
-    n = int(x.shape[axis])  # static sizes: the tracer records constants, not shape arithmetic
-    if n == 1:
+    # constant bounds from the ends (along): the same graph is right at any size, 1 included
+    if int(x.shape[axis]) == 1 and not _dynamic_sizes:
         return x
     if step > 0:  # row 0 stays, row i takes row i-1
-        return torch.cat((x.narrow(axis, 0, 1), x.narrow(axis, 0, n - 1)), axis)
-    return torch.cat((x.narrow(axis, 1, n - 1), x.narrow(axis, n - 1, 1)), axis)
+        return torch.cat((along(x, axis, 0, 1), along(x, axis, 0, -1)), axis)
+    return torch.cat((along(x, axis, 1, None), along(x, axis, -1, None)), axis)
 
 
 def edge_shift_sliced(x: torch.Tensor, pattern: Sequence[tuple[int, int]] = SHIFT1) -> torch.Tensor:

@@ -27,6 +27,7 @@ from msmlp.models.layers import (
     edge_shift_reference,
     edge_shift_sliced,
     fused,
+    grid_size,
     init_linear,
 )
 from msmlp.models.registry import DeployConfig, register_family, register_model
@@ -148,7 +149,8 @@ def to_tokens(x: torch.Tensor) -> torch.Tensor:
     layout for the whole residual stream and reorders every FullyConnected output back to it before the
     residual Add; this way the stream stays plain row-major and those reorders go (measured with
     benchmarks/layouts.py, see docs/performance.md)."""
-    _, c, h, w = x.shape
+    c = int(x.shape[1])
+    h, w = grid_size(x, (2, 3))
     return x.reshape(-1, c, h * w).transpose(1, 2).reshape(-1, h, w, c)  # -1: no Shape op for the batch
 
 
@@ -173,7 +175,8 @@ class Stage(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.downsample is not None:
             x = to_tokens(self.downsample(x.permute(0, 3, 1, 2)))
-        h, w, c = (int(d) for d in x.shape[1:])
+        h, w = grid_size(x, (1, 2))
+        c = int(x.shape[3])
         return self.blocks(x.reshape(-1, h * w, c), (h, w)).reshape(-1, h, w, c)
 
 
@@ -193,6 +196,7 @@ class S2MLPv2(nn.Module):
             raise ValueError(f"dims {tuple(dims)} and depths {tuple(depths)} differ in length")
         self.num_classes = num_classes
         self.num_features = dims[-1]
+        self.dims = tuple(dims)
         self.patch_embed = nn.Module()
         self.patch_embed.proj = nn.Conv2d(in_chans, dims[0], kernel_size=patch_size, stride=patch_size)
         self.stages = nn.ModuleList(
@@ -207,8 +211,30 @@ class S2MLPv2(nn.Module):
         x = to_tokens(self.patch_embed.proj(x))
         for stage in self.stages:
             x = stage(x)
-        h, w, c = (int(d) for d in x.shape[1:])
-        return self.norm(x.reshape(-1, h * w, c)).reshape(-1, h, w, c)  # rank 3: OpenVINO's MVN
+        h, w = grid_size(x, (1, 2))
+        return self.norm(x.reshape(-1, h * w, self.num_features)).reshape(
+            -1, h, w, self.num_features
+        )  # rank 3: MVN
+
+    @property
+    def feature_info(self) -> list[dict]:
+        """Per stage, what :meth:`forward_stages` returns (timm's ``feature_info``): the module, the
+        channels and the stride (``reduction``) of its N,C,H,W output."""
+        patch = self.patch_embed.proj.stride[0]
+        return [
+            {"module": f"stages.{i}", "num_chs": dim, "reduction": patch * 2**i}
+            for i, dim in enumerate(self.dims)
+        ]
+
+    def forward_stages(self, x: torch.Tensor, stages: int | None = None) -> list[torch.Tensor]:
+        """Each stage's output as N,C,H,W, at strides 7 and 14, without the classifier's final LayerNorm
+        (as for every stage). ``stages``: stop after that many."""
+        x = to_tokens(self.patch_embed.proj(x))
+        found = []
+        for stage in self.stages[: len(self.stages) if stages is None else stages]:
+            x = stage(x)
+            found.append(x.permute(0, 3, 1, 2))
+        return found
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = x.mean((1, 2))
