@@ -94,6 +94,16 @@ CASES = [
     ("calib-empty", (*EXPORT, "--int8", "--calib", "{empty_dir}"), 2, ["holds no images"]),
     ("images-not-a-folder", (*EXPORT, "--images", "{a_file}"), 2, ["--images", "is not a folder of images"]),
     ("plugin-fp16", (*EXPORT, "--shift", "plugin", "--fp16"), 2, ["--fp16/--int8", "plugin nodes"]),
+    ("features-int8", (*EXPORT, "--features", "--int8"), 2, ["--features", "--int8 is not supported"]),
+    ("out-indices-alone", (*EXPORT, "--out-indices", "1,2"), 2, ["--out-indices '1,2'", "add --features"]),
+    (
+        "dynamic-size-stride",
+        (*EXPORT, "--features", "--dynamic-size", "64,100,256"),
+        2,
+        ["size profile opt 100x100", "stride 32", "128x128"],
+    ),
+    ("dynamic-size-form", (*EXPORT, "--features", "--dynamic-size", "64,128"), 2, ["MIN,OPT,MAX"]),
+    ("out-indices-range", (*EXPORT, "--features", "--out-indices", "0,7"), 2, ["4 stages", "0..3"]),
     (
         "engine-without-tensorrt",
         (*EXPORT, "--engine"),

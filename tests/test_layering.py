@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
     "hostcpu": 0,
     "lazy": 0,  # PEP 562 re-exports: standard library only
     "optionspec": 0,  # option declarations and value parsers: standard library only
+    "features": 0,  # what a feature export outputs and at which sizes: standard library only
     "models": 1,
     "plugins": 2,
     "data": 3,
@@ -52,6 +53,7 @@ PEER_IMPORTS: set[tuple[str, str]] = {
     ("__init__", "errors"),  # the package root re-exports the error classes
     ("__init__", "lazy"),  # ... and loads its other names on first use
     ("optionspec", "errors"),  # a bad option value is an InputError
+    ("features", "errors"),  # a size outside the profile is an InputError
     ("hostcpu", "errors"),  # an unknown MSMLP_CPU_MASK name is an InputError
     ("extras", "errors"),  # a missing extra is a MissingDependencyError
     ("artifacts", "onnxproto"),  # an artefact's description is read from its ONNX header without onnx

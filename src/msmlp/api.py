@@ -11,16 +11,19 @@ Same behaviour as the CLI (same validation, same verification, same backend choi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from msmlp.artifacts import PLAN_SUFFIXES
+from msmlp.data.dense import dense_array
 from msmlp.data.labels import Prediction, topk
 from msmlp.data.transforms import load_image, preprocess
 from msmlp.errors import InputError
 from msmlp.extras import require_extra
+from msmlp.features import FeatureLayout, Placement, placement
 from msmlp.models.config import DeployConfig
 from msmlp.optionspec import build, keyword_signature
 from msmlp.pipeline.options import ExportOptions
@@ -46,6 +49,14 @@ def export(model: str, **options: Any) -> ExportResult:
 export.__signature__ = keyword_signature(ExportOptions, positional=("model",))  # type: ignore[attr-defined]
 
 
+@dataclass(frozen=True)
+class Features:
+    """One image's feature maps (output name -> C,h,w float32) and how it was placed in the input."""
+
+    maps: dict[str, np.ndarray]
+    placement: Placement
+
+
 class Predictor:
     """A loaded backend with its preprocessing: images in, top-k classes (or logits) out."""
 
@@ -63,13 +74,86 @@ class Predictor:
     def info(self) -> Any:
         return self.backend.info
 
+    @property
+    def feature_layout(self) -> FeatureLayout | None:
+        """The outputs and sizes of a feature export (``msmlp-export --features``); None for a classifier."""
+        artifact = self.backend.info.artifact
+        return artifact.features if artifact is not None else None
+
     def logits(self, array: np.ndarray) -> np.ndarray:
         """N,C,H,W float32 (already preprocessed) -> N,classes logits, in chunks the backend accepts."""
+        if self.feature_layout is not None:
+            raise InputError(
+                f"{self._where()} is a feature export (outputs {', '.join(self.feature_layout.names)}), not a "
+                "classifier; call .features(images) or .feature_maps(array)"
+            )
         return run_in_batches(self.backend, np.asarray(array, dtype=np.float32), MAX_CHUNK)
+
+    def feature_maps(self, array: np.ndarray) -> dict[str, np.ndarray]:
+        """N,3,H,W float32 (preprocessed; H, W within the graph's sizes) -> every named output, N,C,h,w."""
+        layout = self._layout()
+        array = np.asarray(array, dtype=np.float32)
+        if array.ndim != 4:
+            raise InputError(f"feature_maps takes an N,3,H,W array, got shape {array.shape}")
+        layout.check_size(int(array.shape[2]), int(array.shape[3]), self._where())
+        lo, hi = self.backend.batch_range
+        parts = []
+        for start in range(0, len(array), max(1, min(hi, MAX_CHUNK))):
+            chunk = array[start : start + hi]
+            pad = max(0, lo - len(chunk))
+            padded = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)]) if pad else chunk
+            out = self.backend.infer({self.backend.input_name: padded}, outputs=layout.names)
+            missing = [n for n in layout.names if n not in out]
+            if missing:
+                raise InputError(f"the {self.backend.name} backend returned no output {missing[0]!r}")
+            parts.append({n: out[n][: len(chunk)] for n in layout.names})
+        return {n: np.concatenate([p[n] for p in parts]) for n in layout.names}
+
+    def features(
+        self,
+        images: Sequence[str | Path | bytes | Any],
+        *,
+        fit: str = "pad",
+        size: tuple[int, int] | None = None,
+    ) -> list[Features]:
+        """Image files, bytes or PIL images -> each one's feature maps and where the image sits in the input.
+
+        ``fit="pad"`` keeps each image's scale (shrunk only past the largest size the graph takes) and pads
+        the bottom and right up to the stride; ``fit="letterbox"`` scales into ``size`` (default: the
+        profile's opt size). No centre crop: dense tasks need the whole picture. Images that end up at the
+        same input size run as one batch.
+        """
+        layout = self._layout()
+        pictures = [load_image(im) if isinstance(im, (str, Path, bytes)) else im for im in images]
+        if not pictures:
+            raise InputError("no images given")
+        places = [placement((im.height, im.width), layout, fit, size) for im in pictures]
+        found: list[Features | None] = [None] * len(pictures)
+        for input_size in dict.fromkeys(p.input for p in places):
+            index = [i for i, p in enumerate(places) if p.input == input_size]
+            batch = np.stack([dense_array(pictures[i], places[i], self.config) for i in index])
+            maps = self.feature_maps(batch)
+            for row, i in enumerate(index):
+                found[i] = Features({n: m[row] for n, m in maps.items()}, places[i])
+        return found  # type: ignore[return-value]
+
+    def _layout(self) -> FeatureLayout:
+        layout = self.feature_layout
+        if layout is None:
+            raise InputError(
+                f"{self._where()} is a classifier graph; export the backbone with msmlp-export --features"
+            )
+        return layout
+
+    def _where(self) -> str:
+        artifact = self.backend.info.artifact
+        return artifact.path.name if artifact is not None else "the model"
 
     def predict(self, images: Sequence[str | Path | bytes | Any], k: int = 5) -> list[list[Prediction]]:
         """Image files, bytes or PIL images -> the top-``k`` classes of each, named by the model's own
         labels (recorded at export with ``--labels``) or ImageNet's."""
+        if self.feature_layout is not None:
+            self.logits(np.zeros((0,), np.float32))  # the one clear error for a feature export
         pictures = [load_image(im) if isinstance(im, (str, Path, bytes)) else im for im in images]
         return topk(self.logits(preprocess(pictures, self.config)), k, self.config.labels)
 

@@ -18,6 +18,8 @@ from types import MappingProxyType
 from typing import Any
 
 from msmlp.errors import EngineError, InputError
+from msmlp.features import META_KEY as FEATURES_KEY
+from msmlp.features import FeatureLayout
 from msmlp.fileio import file_sha256, write_text_atomic
 from msmlp.log import logger
 from msmlp.models.config import DeployConfig
@@ -64,6 +66,7 @@ class ArtifactInfo:
     verification: Mapping[str, Any] | None = None  # summary of this file's parity report
     source: Path | None = None  # the model.json or sidecar the description came from
     extra: Mapping[str, Any] = field(default_factory=dict)  # kind-specific: plan build info, int8 info
+    features: FeatureLayout | None = None  # a feature export's outputs and sizes (msmlp.features)
 
     @property
     def synthetic(self) -> bool:
@@ -103,6 +106,7 @@ class ArtifactInfo:
             "versions": dict(self.versions),
             "verification": dict(self.verification) if self.verification else None,
             "source": str(self.source) if self.source else None,
+            "features": self.features.to_dict() if self.features else None,
         }
 
 
@@ -133,7 +137,15 @@ def _read_onnx(path: Path) -> ArtifactInfo:
     config = _config(manifest.get("config") if manifest else None, model)
     batch = _profile((manifest or {}).get("batch")) or _profile(embedded.get("batch"))
     described = ArtifactInfo(
-        path, "onnx", graph_precision(graph), inputs, outputs, model=model, config=config, batch=batch
+        path,
+        "onnx",
+        graph_precision(graph),
+        inputs,
+        outputs,
+        model=model,
+        config=config,
+        batch=batch,
+        features=FeatureLayout.from_metadata(embedded.get(FEATURES_KEY)),
     )
     if entry is None:
         return described

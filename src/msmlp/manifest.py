@@ -112,6 +112,31 @@ class Manifest:
         on OpenVINO); ``summary["file"]`` names the graph, so the entry is dropped with that file."""
         self._data["verification"][key] = dict(summary)
 
+    def record_features(self, layout: Mapping[str, Any]) -> None:
+        """A feature export: its named outputs (channels, stride per output, like timm's
+        ``feature_info``) and input sizes replace the classifier's one logits output."""
+        self._data.pop("output", None)
+        self._data["features"] = dict(layout)
+        dynamic = layout.get("size_profile") is not None
+        size = ["height", "width"] if dynamic else list(layout.get("size") or ())
+        self._data["input"]["shape"] = ["batch", self._data["input"]["shape"][1], *size]
+        self._data["outputs"] = [
+            {
+                "name": o["name"],
+                "shape": [
+                    "batch",
+                    o["channels"],
+                    *(
+                        [f"{o['name']}_height", f"{o['name']}_width"]
+                        if dynamic
+                        else [size[0] // o["stride"], size[1] // o["stride"]]
+                    ),
+                ],
+                "dtype": "float32",
+            }
+            for o in layout["outputs"]
+        ]
+
     def record_timings(self, timings: Mapping[str, float]) -> None:
         """Seconds per export step, for the record."""
         self._data["timings_s"] = dict(timings)

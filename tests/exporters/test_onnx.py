@@ -234,7 +234,9 @@ def test_lowered_plugin_graph_equals_the_slice_graph(contributing, tmp_path, exp
     if name.startswith("s2mlpv2"):  # the export's channel and row Slices are merged into two-axis ones
         want = op_counts(sliced)
         assert counts["Slice"] >= want["Slice"] > 0
-        assert {k: v for k, v in counts.items() if k != "Slice"} == {k: v for k, v in want.items() if k != "Slice"}
+        assert {k: v for k, v in counts.items() if k != "Slice"} == {
+            k: v for k, v in want.items() if k != "Slice"
+        }
     from PIL import Image
 
     size = config.input_size[1:]

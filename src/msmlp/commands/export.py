@@ -37,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
     options = from_args(ExportOptions, args)
     result = run_export(options)
     print(f"{'artefact':<22} {'MB':>8}  {'backend':<12} verification")
+    if result.feature_runs:
+        return _print_features(result)
     extra = [k for k in result.reports if k not in result.artifacts]  # e.g. bf16: model.onnx on OpenVINO
     rows = [(result.artifacts[k], result.reports.get(k)) for k in result.artifacts]
     rows += [(result.artifacts["fp32"], result.reports[k]) for k in extra]
@@ -55,4 +57,20 @@ def run(args: argparse.Namespace) -> int:
     for step, why in result.skipped.items():
         print(f"{step} skipped: {why}")
     print(f"written to {result.out}/ (model.json has the metadata, verify_*.json the parity reports)")
+    return 0
+
+
+def _print_features(result) -> int:
+    """The summary of a feature export: one line per backend run, its worst output at any size."""
+    path = result.artifacts["fp32"]
+    for run in result.feature_runs:
+        sizes = ", ".join(f"{h}x{w}" for h, w in (s["size"] for s in run["sizes"]))
+        verdict = "passed" if run["passed"] else "FAILED"
+        print(
+            f"{path.name:<22} {path.stat().st_size / 1e6:>8.1f}  {run['backend']:<12} {run['hint']} {verdict}: "
+            f"worst cosine {run['worst_cosine']:.7f} over every output at {sizes}"
+        )
+    for step, why in result.skipped.items():
+        print(f"{step} skipped: {why}")
+    print(f"written to {result.out}/ (model.json has the layout, verify_features.json every figure)")
     return 0

@@ -67,13 +67,18 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def interpolation(name: str) -> Image.Resampling:
+    """PIL's resampling filter for a config's ``interpolation``, or a clear error."""
+    try:
+        return _INTERP[name]
+    except KeyError:
+        raise InputError(f"interpolation {name!r} is not one of {sorted(_INTERP)}") from None
+
+
 def transform(img: Image.Image, config: DeployConfig) -> np.ndarray:
     """One RGB image to a normalised C,H,W float32 array of the model's input size."""
     h, w = config.image_size
-    try:
-        resample = _INTERP[config.interpolation]
-    except KeyError:
-        raise InputError(f"interpolation {config.interpolation!r} is not one of {sorted(_INTERP)}") from None
+    resample = interpolation(config.interpolation)
     scale_to = math.floor(min(h, w) / config.crop_pct)
     iw, ih = img.size
     if iw <= ih:

@@ -131,8 +131,10 @@ def ops_supported_by_tensorrt(graph: onnx.ModelProto, extra_ops: Iterable[str] =
 
 
 def batch_axis_dynamic(graph: onnx.ModelProto) -> list[str]:
-    """Axis 0 of every input and output is symbolic; every other axis is a fixed positive size."""
+    """Axis 0 of every input and output is symbolic; every other axis is a fixed positive size, except
+    H and W (axes 2 and 3) of a feature graph exported with a size profile (``msmlp.features``)."""
     problems = []
+    spatial = _declares_size_profile(graph)
     for kind, values in (("input", graph.graph.input), ("output", graph.graph.output)):
         for value in values:
             dims = _shape(value)
@@ -143,12 +145,24 @@ def batch_axis_dynamic(graph: onnx.ModelProto) -> list[str]:
                 problems.append(
                     f"{kind} {value.name!r} has a fixed batch axis {dims[0]} (shape {dims}); expected a named axis"
                 )
-            rest = [d for d in dims[1:] if not (isinstance(d, int) and d > 0)]
-            if rest:
+            fixed = [d for i, d in enumerate(dims) if i > 0 and not (spatial and len(dims) == 4 and i >= 2)]
+            if [d for d in fixed if not (isinstance(d, int) and d > 0)]:
+                allowed = "axis 0 (batch) and H, W" if spatial else "only axis 0"
                 problems.append(
-                    f"{kind} {value.name!r} has dynamic non-batch axes (shape {dims}); only axis 0 may vary"
+                    f"{kind} {value.name!r} has dynamic non-batch axes (shape {dims}); {allowed} may vary"
                 )
     return problems
+
+
+def _declares_size_profile(graph: onnx.ModelProto) -> bool:
+    """Whether the graph's ``msmlp.features`` metadata records a size profile (dynamic H and W)."""
+    import json
+
+    text = next((p.value for p in graph.metadata_props if p.key == "msmlp.features"), None)
+    try:
+        return bool(text) and json.loads(text).get("size_profile") is not None
+    except (ValueError, AttributeError):
+        return False
 
 
 def io_types_supported(graph: onnx.ModelProto) -> list[str]:

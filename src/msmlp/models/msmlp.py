@@ -177,6 +177,7 @@ class MSMLP(nn.Module):
         super().__init__()
         self.num_classes = num_classes
         self.num_features = embed_dim * 2 ** (len(depths) - 1)
+        self.dims = tuple(embed_dim * 2**i for i in range(len(depths)))
         self.patch_embed = PatchEmbed(
             in_chans, embed_dim, patch_size, check_shift_form(shift_form) == "sliced"
         )
@@ -202,6 +203,30 @@ class MSMLP(nn.Module):
         for layer in self.layers:
             x = layer(x)
         return x
+
+    @property
+    def feature_info(self) -> list[dict]:
+        """Per stage, what :meth:`forward_stages` returns (timm's ``feature_info``): the module, the
+        channels and the stride (``reduction``) of its N,C,H,W output."""
+        patch = self.patch_embed.proj.stride[0]
+        return [
+            {"module": f"layers.{i}", "num_chs": dim, "reduction": patch * 2**i}
+            for i, dim in enumerate(self.dims)
+        ]
+
+    def forward_stages(self, x: torch.Tensor, stages: int | None = None) -> list[torch.Tensor]:
+        """The output of each stage's blocks, before the next stage's patch embed: N,C,H,W at strides
+        4, 8, 16, 32 (the feature maps a detection or segmentation head takes). ``stages``: stop after
+        that many (the later ones are not computed)."""
+        x = self.patch_embed(x)
+        found = []
+        for layer in self.layers[: len(self.layers) if stages is None else stages]:
+            for block in layer.blocks:
+                x = block(x)
+            found.append(x)
+            if layer.downsample is not None:
+                x = layer.downsample(x)
+        return found
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.norm(x.mean((2, 3)))

@@ -26,6 +26,7 @@ TENSORRT_MISSING = "TensorRT is not installed (pip install 'msmlp[tensorrt]' on 
 
 
 REDUCED = "reduced precision"
+FEATURES = "backbone features (detection, segmentation)"
 ACCURACY = "INT8 accuracy gate"
 ENGINE = "TensorRT engine"
 
@@ -85,6 +86,26 @@ class ExportOptions:
         kind="negated",
         flag="--no-reuse",
         help="re-export model.onnx even when an identical verified one is already in --out",
+    )
+    features: bool = option(
+        False,
+        kind="flag",
+        group=FEATURES,
+        help="export the backbone without its classifier: one named N,C,H,W output per stage (stage0, "
+        "stage1...), channels and stride per output recorded in model.json, verified per output",
+    )
+    out_indices: str | None = option(
+        None,
+        metavar="I,J,...",
+        group=FEATURES,
+        help="with --features: the stages to output, e.g. 1,2,3 (default: all)",
+    )
+    dynamic_size: str | None = option(
+        None,
+        metavar="MIN,OPT,MAX",
+        group=FEATURES,
+        help="with --features: make H and W dynamic within these sizes (each SIDE or HxW, multiples of the "
+        "network's stride, e.g. 224,512,800x1344), verified at each of them (default: the model's one size)",
     )
     bf16: bool | None = option(
         None,
@@ -189,7 +210,7 @@ class ExportOptions:
 
     @property
     def out_dir(self) -> Path:
-        return Path(self.out or Path("out") / self.model)
+        return Path(self.out or Path("out") / (f"{self.model}-features" if self.features else self.model))
 
 
 def default_batch(config: DeployConfig) -> tuple[int, int, int]:
@@ -228,6 +249,9 @@ def check_options(opts: ExportOptions) -> ExportOptions:
             "--fp16/--int8 convert the graph with ModelOpt, which cannot run TensorRT plugin nodes; "
             "use the default --shift slice for reduced-precision graphs"
         )
+    _check_features(opts)
+    if opts.features:
+        batch = check_profile(opts.batch) if opts.batch is not None else FEATURE_BATCH
     if opts.engine:
         available, reason = tensorrt_status()
         if not available:
@@ -251,6 +275,42 @@ def deploy_config(opts: ExportOptions) -> DeployConfig:
     size = opts.input_size
     size = (size, size) if isinstance(size, int) and not isinstance(size, bool) else size
     return deploy_variant(opts.model, num_classes=classes, input_size=size, labels=labels)
+
+
+FEATURE_BATCH = (1, 1, 8)  # detection sizes: small batches
+
+
+def _check_features(opts: ExportOptions) -> None:
+    """--out-indices and --dynamic-size need --features; --features goes with FP32 graphs and their
+    BF16 verification on OpenVINO (what it does not do yet is one clear line)."""
+    if not opts.features:
+        for flag, value in (("--out-indices", opts.out_indices), ("--dynamic-size", opts.dynamic_size)):
+            if value is not None:
+                raise InputError(f"{flag} {value!r} chooses what a feature export outputs; add --features")
+        return
+    if opts.dynamic_size is not None:  # the sizes against the family's stride, before any work
+        from msmlp.features import SizeProfile
+        from msmlp.models.registry import get_config, get_family
+
+        stride = get_family(get_config(opts.model).family).input_stride
+        if stride:
+            SizeProfile.parse(opts.dynamic_size, stride)
+    refused = [
+        flag
+        for flag, given in (
+            ("--fp16", opts.fp16),
+            ("--int8", opts.int8),
+            ("--engine", opts.engine),
+            ("--shift plugin", opts.shift == "plugin"),
+            ("--val", opts.val is not None),
+        )
+        if given
+    ]
+    if refused:
+        raise InputError(
+            f"--features exports an FP32 graph verified per output (and in BF16 on OpenVINO); "
+            f"{', '.join(refused)} is not supported with it yet: export without it"
+        )
 
 
 def _check_target_cosine(opts: ExportOptions) -> None:

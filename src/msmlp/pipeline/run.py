@@ -27,6 +27,10 @@ def run_export(options: ExportOptions) -> ExportResult:
     from msmlp.models.weights import load_for_deploy
 
     opts = check_options(options)
+    if opts.features:
+        from msmlp.pipeline.features import run_feature_export
+
+        return run_feature_export(opts)
     out = opts.out_dir
     result = ExportResult(out=out)
     model = load_for_deploy(opts.model, opts.weights, opts.seed, config=deploy_config(opts))

@@ -26,6 +26,7 @@ class ExportResult:
     reused: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # step -> why
     accuracy: dict | None = None  # the INT8 accuracy record on --val (pipeline.accuracy)
+    feature_runs: list[dict] = field(default_factory=list)  # --features: per-output verification runs
     manifest: Manifest | None = None
 
 

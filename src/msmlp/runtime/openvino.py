@@ -187,6 +187,10 @@ class OpenVINOBackend(Backend):
             dims = list(model.inputs[0].get_partial_shape()) if len(model.inputs) == 1 else []
             if dims:
                 dims[0] = ov.Dimension(-1) if hi >= UNBOUNDED else ov.Dimension(lo, hi)
+                profile = artifact.features.profile if artifact.features else None
+                if profile is not None and len(dims) == 4:  # H, W within the feature export's size profile
+                    dims[2] = ov.Dimension(profile.min[0], profile.max[0])
+                    dims[3] = ov.Dimension(profile.min[1], profile.max[1])
                 model.reshape({model.inputs[0]: ov.PartialShape(dims)})
             return core.compile_model(model, "CPU", dict(config))
         except RuntimeError as exc:  # OpenVINO raises RuntimeError for unreadable/unsupported graphs

@@ -1,0 +1,151 @@
+"""A backbone's stage outputs -> one ONNX graph with a named N,C,H,W output per stage.
+
+The graph is traced from :class:`msmlp.models.features.FeatureBackbone`. With a size profile its H and W
+axes are dynamic: the trace runs at the profile's opt size inside
+:func:`msmlp.models.layers.dynamic_sizes`, so the reshapes between token layouts are recorded as shape
+arithmetic, and the shifts are Slices whose bounds count from the ends of an axis (constants, right at
+every size). Traced with static sizes and merely declared dynamic, such a graph would run at other sizes
+without an error and give wrong values; verification at every size of the profile
+(:mod:`msmlp.pipeline.features`) is what shows it does not. The output layout (channels, stride, module
+per output, and the size profile) is recorded in the graph's ``msmlp.features`` metadata.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+from contextlib import nullcontext
+from pathlib import Path
+
+import onnx
+import torch
+import torch.nn as nn
+
+from msmlp.errors import ExportError, InputError
+from msmlp.exporters.onnx import (
+    BATCH_DIM,
+    TRACE_BATCH,
+    _first_line,
+    _quiet_exporter,
+    check_batch,
+    check_opset,
+    clean_graph,
+    save_onnx,
+    set_metadata,
+)
+from msmlp.features import META_KEY, FeatureLayout, SizeProfile
+from msmlp.models.config import DeployConfig
+from msmlp.models.features import FeatureBackbone
+from msmlp.models.layers import dynamic_sizes
+
+HEIGHT_DIM, WIDTH_DIM = "height", "width"
+
+
+def feature_layout(
+    model: nn.Module,
+    config: DeployConfig,
+    out_indices: str | Sequence[int] | None,
+    profile: SizeProfile | None,
+) -> FeatureLayout:
+    """The layout a feature export of ``model`` will have (checks the sizes against the stride first)."""
+    backbone = FeatureBackbone(model, out_indices)
+    if profile is not None and profile.stride != backbone.stride:
+        raise InputError(f"size profile stride {profile.stride} is not the network's {backbone.stride}")
+    size = None if profile is not None else config.image_size
+    if size is not None and (size[0] % backbone.stride or size[1] % backbone.stride):
+        raise InputError(
+            f"input size {size[0]}x{size[1]} is not a multiple of the network's stride {backbone.stride}"
+        )
+    return FeatureLayout(backbone.outputs, backbone.stride, size, profile)
+
+
+def export_features_onnx(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    config: DeployConfig,
+    layout: FeatureLayout,
+    opset: int = 17,
+    batch: Sequence[int] = (1, 1, 8),
+    model_name: str | None = None,
+) -> Path:
+    """Export the stage outputs ``layout`` names to ``path`` (written atomically); return the path."""
+    check_opset(opset)
+    batch = check_batch(batch)
+    backbone = FeatureBackbone(model, [o.stage for o in layout.outputs]).eval()
+    size = layout.profile.opt if layout.profile is not None else layout.size
+    assert size is not None
+    example = torch.randn(
+        (TRACE_BATCH, config.input_size[0], *size), generator=torch.Generator().manual_seed(0)
+    )
+    names = list(layout.names)
+    if layout.dynamic:
+        axes = {config.input_name: {0: BATCH_DIM, 2: HEIGHT_DIM, 3: WIDTH_DIM}}
+        axes.update({n: {0: BATCH_DIM, 2: f"{n}_{HEIGHT_DIM}", 3: f"{n}_{WIDTH_DIM}"} for n in names})
+    else:
+        axes = {n: {0: BATCH_DIM} for n in (config.input_name, *names)}
+    buffer = io.BytesIO()
+    with _quiet_exporter(), dynamic_sizes() if layout.dynamic else nullcontext():
+        try:
+            torch.onnx.export(
+                backbone,
+                (example,),
+                buffer,
+                dynamo=False,
+                opset_version=opset,
+                input_names=[config.input_name],
+                output_names=names,
+                dynamic_axes=axes,
+                do_constant_folding=True,
+            )
+        except Exception as exc:  # the exporter raises many types; the user needs the first line
+            raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+    graph = clean_graph(onnx.load_from_string(buffer.getvalue()))
+    _name_io_shapes(graph, config, layout)
+    name = model_name or type(model).__name__
+    set_metadata(
+        graph,
+        {
+            "model": name,
+            "batch": ",".join(map(str, batch)),
+            "input_size": (config.input_size[0], *size),
+            META_KEY: json.dumps(layout.to_dict(), separators=(",", ":")),
+        },
+    )
+    try:
+        onnx.checker.check_model(graph)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(
+            f"the exported feature graph for {name!r} is not valid ONNX: {_first_line(exc)}"
+        ) from exc
+    return save_onnx(graph, path)
+
+
+def _name_io_shapes(graph: onnx.ModelProto, config: DeployConfig, layout: FeatureLayout) -> None:
+    """Write the input's and every output's shape out: ``batch`` and, when dynamic, ``height``/``width``
+    (``<output>_height``...) as named axes, channels and fixed sizes as numbers (onnxslim's shape
+    inference leaves some of them as generated names)."""
+    size = layout.size
+
+    def write(value: onnx.ValueInfoProto, dims: Sequence[int | str]) -> None:
+        shape = value.type.tensor_type.shape
+        del shape.dim[:]
+        for d in dims:
+            entry = shape.dim.add()
+            if isinstance(d, str):
+                entry.dim_param = d
+            else:
+                entry.dim_value = d
+
+    (feed,) = graph.graph.input
+    spatial = [HEIGHT_DIM, WIDTH_DIM] if layout.dynamic else list(size or ())
+    write(feed, [BATCH_DIM, config.input_size[0], *spatial])
+    by_name = {o.name: o for o in layout.outputs}
+    for value in graph.graph.output:
+        out = by_name[value.name]
+        if layout.dynamic:
+            dims: list[int | str] = [f"{out.name}_{HEIGHT_DIM}", f"{out.name}_{WIDTH_DIM}"]
+        else:
+            dims = [size[0] // out.stride, size[1] // out.stride]  # type: ignore[index]
+        write(value, [BATCH_DIM, out.channels, *dims])

@@ -1,0 +1,274 @@
+"""``msmlp-export --features``: the backbone's stage outputs as one graph, verified per output at every
+size it is exported for.
+
+Steps: build the model, export the feature graph (:mod:`msmlp.exporters.features`), check it (no Roll,
+Scatter or control flow; dynamic H/W only with a size profile), then compare every output against
+PyTorch FP32 on real photos letterboxed to each size of the profile (min, opt, max), on ONNX Runtime and
+OpenVINO in FP32 and on OpenVINO with the BF16 hint where the CPU has it. An FP32 failure at any size
+stops the export (the graph is not kept); a BF16 failure is recorded, so ``--backend auto`` never picks
+it. ``verify_features.json`` holds every figure; ``model.json`` the layout and the summaries.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from msmlp.artifacts import ONNX_FILES, read_artifact
+from msmlp.data.dense import dense_array
+from msmlp.errors import EngineError, VerificationError
+from msmlp.features import FeatureLayout, SizeProfile, placement
+from msmlp.fileio import write_text_atomic
+from msmlp.log import logger
+from msmlp.pipeline.options import ExportOptions
+from msmlp.pipeline.progress import Progress
+from msmlp.pipeline.state import ExportResult
+from msmlp.verify.stats import ParityStats, Tolerance, compare
+
+REPORT = "verify_features.json"
+# per output, each sample's feature map as one vector; rel error is relative to that map's value range
+TOLERANCES = {
+    "fp32": Tolerance(max_rel=1e-4, min_cosine=0.99999),
+    "bf16": Tolerance(min_cosine=0.999),
+}
+FIT = "letterbox"  # verification photos are letterboxed into each size (no crop: the whole picture)
+
+
+def run_feature_export(opts: ExportOptions) -> ExportResult:
+    """Export, check and verify the feature graph in ``opts.out_dir``; ``opts`` are checked already."""
+    import json
+
+    from msmlp.exporters.check import check_graph
+    from msmlp.exporters.features import export_features_onnx, feature_layout
+    from msmlp.manifest import Manifest, tool_versions
+    from msmlp.models.features import FeatureBackbone
+    from msmlp.models.weights import load_for_deploy
+    from msmlp.pipeline.images import verification_images
+    from msmlp.pipeline.options import deploy_config
+    from msmlp.runtime.registry import distributions
+
+    out = opts.out_dir
+    result = ExportResult(out=out)
+    model = load_for_deploy(opts.model, opts.weights, opts.seed, config=deploy_config(opts))
+    config = model.deploy_config
+    stride = FeatureBackbone(model).stride
+    profile = SizeProfile.parse(opts.dynamic_size, stride) if opts.dynamic_size else None
+    layout = feature_layout(model, config, opts.out_indices, profile)  # bad indices: before any output
+    progress = Progress(["build", "export", "check", *(f"verify_{key}" for key, _, _ in _checks())])
+    with progress.step("build", f"build {opts.model} (stage features)") as step:
+        step["detail"] = ", ".join(f"{o.name} {o.channels}ch /{o.stride}" for o in layout.outputs)
+    manifest = Manifest.open(
+        out,
+        model=opts.model,
+        config=config,
+        weights=model.weights_info,
+        opset=opts.opset,
+        batch=opts.batch,
+        versions=tool_versions(distributions()),
+    )
+    result.manifest = manifest
+    final = out / ONNX_FILES["fp32"]
+    stage = final.with_name(f".{final.stem}.unverified{final.suffix}")
+    images = verification_images(opts.images)
+    try:
+        sizes = " / ".join(f"{h}x{w}" for h, w in layout.sizes())
+        with progress.step(
+            "export", f"export ONNX features ({'dynamic H/W ' if layout.dynamic else ''}{sizes})"
+        ) as step:
+            export_features_onnx(
+                model,
+                stage,
+                config=config,
+                layout=layout,
+                opset=opts.opset,
+                batch=opts.batch,
+                model_name=opts.model,
+            )
+            step["detail"] = f"{stage.stat().st_size / 1e6:.1f} MB"
+        with progress.step("check", "check graph for TensorRT / ONNX Runtime") as step:
+            check = check_graph(stage)
+            step["detail"] = check.summary()
+        reference = _reference_features(model, layout, images, config)
+        runs = []
+        for key, backend, hint in _checks():
+            with progress.step(
+                f"verify_{key}", f"verify every output against PyTorch FP32 ({backend}, {hint})"
+            ) as step:
+                why = _unavailable(backend, hint)
+                if why:
+                    result.skipped[key] = why
+                    step["detail"] = f"skipped: {why}"
+                    continue
+                run = _verify_run(stage, key, backend, hint, layout, reference)
+                runs.append(run)
+                step["detail"] = (
+                    f"{'passed' if run['passed'] else 'FAILED'}, worst cosine {run['worst_cosine']:.6f}"
+                )
+        report = {
+            "model": opts.model,
+            "weights": dict(model.weights_info),
+            "layout": layout.to_dict(),
+            "images": [p.name for p in images],
+            "fit": FIT,
+            "tolerances": {k: describe(t) for k, t in TOLERANCES.items()},
+            "statistics": "per output and size; each sample's feature map compared as one vector",
+            "runs": runs,
+        }
+        write_text_atomic(out / REPORT, json.dumps(report, indent=2) + "\n")
+        fp32 = next(r for r in runs if r["key"] == "fp32")
+        if not fp32["passed"]:
+            raise VerificationError(
+                f"the feature graph breaks the FP32 tolerance against PyTorch: {fp32['failures'][0]} "
+                f"(all figures in {out / REPORT}); it was not kept"
+            )
+        os.replace(stage, final)
+    finally:
+        stage.unlink(missing_ok=True)
+    result.artifacts["fp32"] = final
+    result.feature_runs = runs
+    manifest.record_features(layout.to_dict())
+    manifest.add(
+        final, {"precision": "fp32", "check": check.to_dict(), "verification": _summary(fp32, final)}
+    )
+    for run in runs:
+        if run["key"] != "fp32":
+            manifest.record_verification(run["key"], _summary(run, final))
+            if not run["passed"]:
+                logger.warning(
+                    "%s: %s; recorded, and --backend auto will not use it", run["key"], run["failures"][0]
+                )
+    manifest.record_timings(progress.timings)
+    manifest.record_skipped(result.skipped)
+    manifest.write()
+    read_artifact(final)  # what every reader will see: the layout from the graph, the entry by hash
+    return result
+
+
+def _checks() -> list[tuple[str, str, str]]:
+    """(verification key, backend, hint): the keys ``--backend auto`` reads (see the backend table)."""
+    return [
+        ("fp32", "onnxruntime", "f32"),
+        ("fp32_openvino", "openvino", "f32"),
+        ("bf16", "openvino", "bf16"),
+    ]
+
+
+def _unavailable(backend: str, hint: str) -> str | None:
+    from msmlp.runtime.registry import get_spec
+
+    return get_spec(backend).unavailable(hint if hint == "bf16" else None)
+
+
+def verification_inputs(
+    layout: FeatureLayout, images: Sequence[Path], config: Any
+) -> dict[tuple[int, int], np.ndarray]:
+    """Per size of the layout, the photos letterboxed into it: N,3,H,W float32."""
+    from msmlp.data.transforms import load_image
+
+    pictures = [load_image(p) for p in images]
+    found = {}
+    for size in layout.sizes():
+        arrays = [
+            dense_array(im, placement((im.height, im.width), layout, FIT, size), config) for im in pictures
+        ]
+        found[size] = np.stack(arrays)
+    return found
+
+
+def _reference_features(model: Any, layout: FeatureLayout, images: Sequence[Path], config: Any) -> dict:
+    import torch
+
+    from msmlp.models.features import FeatureBackbone
+
+    backbone = FeatureBackbone(model, [o.stage for o in layout.outputs]).eval()
+    found = {}
+    for size, x in verification_inputs(layout, images, config).items():
+        with torch.inference_mode():
+            outs = backbone(torch.from_numpy(x))
+        found[size] = (x, {o.name: t.numpy() for o, t in zip(layout.outputs, outs)})
+    return found
+
+
+def open_candidate(path: Path, backend: str, hint: str, artifact: Any = None) -> Any:
+    from msmlp.runtime.registry import Request, get_spec
+
+    request = Request(path, "onnx", precision=hint if backend == "openvino" else None, artifact=artifact)
+    return get_spec(backend).open(request)
+
+
+def _verify_run(
+    stage: Path, key: str, backend: str, hint: str, layout: FeatureLayout, reference: dict
+) -> dict:
+    tolerance = TOLERANCES["bf16" if hint == "bf16" else "fp32"]
+    sizes, failures, worst = [], [], 1.0
+    with open_candidate(stage, backend, hint, read_artifact(stage)) as candidate:
+        for (h, w), (x, want) in reference.items():
+            try:
+                got = candidate.infer({candidate.input_name: x}, outputs=layout.names)
+            except EngineError as exc:  # a graph that cannot run at this size fails it, with the reason
+                failures.append(f"at {h}x{w}: {exc}")
+                worst = -1.0
+                sizes.append({"size": [h, w], "error": str(exc), "outputs": {}})
+                continue
+            per_output = {}
+            for name in layout.names:
+                stats = feature_stats(want[name], got[name])
+                broken = tolerance.failures(stats)
+                failures += [f"{name} at {h}x{w}: {b}" for b in broken]
+                worst = min(worst, stats.cosine)
+                per_output[name] = {
+                    "shape": list(got[name].shape),
+                    **{k: v for k, v in stats.to_dict().items() if k in _REPORTED},
+                    "passed": not broken,
+                }
+            sizes.append({"size": [h, w], "outputs": per_output})
+    logger.info("    %s (%s, %s): worst cosine %.7f over %d sizes", key, backend, hint, worst, len(sizes))
+    return {
+        "key": key,
+        "backend": backend,
+        "hint": hint,
+        "tolerance": describe(tolerance),
+        "passed": not failures,
+        "failures": failures,
+        "worst_cosine": worst,
+        "sizes": sizes,
+    }
+
+
+def describe(tolerance: Tolerance) -> str:
+    return tolerance.describe().replace("the logit range", "each sample's feature map range")
+
+
+_REPORTED = ("samples", "max_abs", "mean_abs", "max_rel", "mean_rel", "cosine", "cosine_mean")
+
+
+def feature_stats(reference: np.ndarray, candidate: np.ndarray) -> ParityStats:
+    """:func:`msmlp.verify.stats.compare` on feature maps: each sample's N,C,H,W map as one vector (the
+    top-1/top-5 fields are meaningless for features and are not reported)."""
+    if reference.shape != candidate.shape:
+        from msmlp.errors import InputError
+
+        raise InputError(f"feature map shape {candidate.shape} differs from PyTorch's {reference.shape}")
+    n = reference.shape[0]
+    return compare(reference.reshape(n, -1), candidate.reshape(n, -1))
+
+
+def _summary(run: dict, final: Path) -> dict:
+    outputs = [o for s in run["sizes"] for o in s["outputs"].values()] or [{"max_rel": None, "max_abs": None}]
+    return {
+        "passed": run["passed"],
+        "backend": run["backend"],
+        "hint": run["hint"],
+        "file": final.name,
+        "cosine": run["worst_cosine"],
+        "max_rel": max((o["max_rel"] for o in outputs if o["max_rel"] is not None), default=None),
+        "max_abs": max((o["max_abs"] for o in outputs if o["max_abs"] is not None), default=None),
+        "sizes": [s["size"] for s in run["sizes"]],
+        "tolerance": run["tolerance"],
+        "failures": run["failures"][:5],
+        "report": REPORT,
+    }
