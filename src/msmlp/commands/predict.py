@@ -75,9 +75,10 @@ def run(args: argparse.Namespace) -> int:
 def config_for(backend: Any, expected: str | None) -> Any:
     """Preprocessing: --model's config (checked against the file), else what the artefact records."""
     from msmlp.errors import InputError
-    from msmlp.models.registry import get_config
 
     if expected is not None:
+        from msmlp.models.registry import get_config  # the registry is PyTorch's ([export])
+
         recorded = backend.info.config  # the export's own head, size and labels, when it records them
         config = recorded if recorded is not None and backend.info.model == expected else get_config(expected)
         backend.check_model(expected, config)
