@@ -255,11 +255,17 @@ def _requested_outputs(
     return found
 
 
+def bytes_tensor(strings: list[str]) -> bytes:
+    """A BYTES tensor in the v2 binary extension's layout: per element, its UTF-8 length as 4 bytes
+    little-endian, then the bytes (what ``tritonclient.utils.serialize_byte_tensor`` writes; the serving
+    install has no tritonclient)."""
+    encoded = [s.encode("utf-8") for s in strings]
+    return b"".join(len(b).to_bytes(4, "little") + b for b in encoded)
+
+
 def _encode_response(
     service: Service, logits: np.ndarray, outputs: list[_Output], request_id: str | None
 ) -> Response:
-    from tritonclient.utils import serialize_byte_tensor
-
     entries, blobs = [], []
     labels = service.class_labels
     for out in outputs:
@@ -276,7 +282,7 @@ def _encode_response(
                 "shape": [len(logits), out.classes],
             }
             if out.binary:
-                blob = serialize_byte_tensor(np.array(strings, dtype=np.object_)).item()
+                blob = bytes_tensor(strings)
             else:
                 entry["data"] = strings
         else:
