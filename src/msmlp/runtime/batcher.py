@@ -130,6 +130,7 @@ class DynamicBatcher:
         self._owns_backend = False
         self._item_shape: tuple[int, ...] = ()
         self._pad_to = 1
+        self._features: Any = None  # a feature graph's FeatureLayout: named outputs, maybe dynamic H/W
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self, timeout_s: float | None = 300.0) -> DynamicBatcher:
@@ -208,7 +209,9 @@ class DynamicBatcher:
         single = arr.ndim == len(self._item_shape)
         if single:
             arr = arr[None]
-        if arr.ndim != len(self._item_shape) + 1 or arr.shape[1:] != self._item_shape:
+        if self._features is not None and arr.ndim == 4 and arr.shape[1] == self._item_shape[0]:
+            self._features.check_size(int(arr.shape[2]), int(arr.shape[3]), "the served model")
+        elif arr.ndim != len(self._item_shape) + 1 or arr.shape[1:] != self._item_shape:
             raise InputError(
                 f"input shape {tuple(np.shape(array))} does not match the model's {self._item_shape} "
                 f"(one image) or (N, {', '.join(map(str, self._item_shape))}) (a batch)"
@@ -281,7 +284,10 @@ class DynamicBatcher:
             self.backend.load()
             self._owns_backend = True
         shape = tuple(int(d) for d in self.backend.input_shape[1:])
-        if any(d < 1 for d in shape):
+        artifact = self.backend.info.artifact
+        self._features = artifact.features if artifact is not None else None
+        dynamic = self._features is not None and self._features.dynamic
+        if any(d < 1 for d in (shape[:1] if dynamic else shape)):
             raise InputError(
                 f"{self.name}: the backend's input shape {self.backend.input_shape} has dynamic dimensions "
                 "besides the batch; the batcher needs a fixed C,H,W"
@@ -311,12 +317,18 @@ class DynamicBatcher:
                     self._cond.wait(remaining)
             taken: list[_Request] = []
             images = 0
+            shape = self._queue[0].array.shape[1:]  # one batch, one input size (dynamic H/W graphs)
+            passed: list[_Request] = []  # other sizes, kept in order for the next batches
             while self._queue and images + self._queue[0].n <= self.max_batch:
                 req = self._queue.popleft()
+                if req.array.shape[1:] != shape:
+                    passed.append(req)
+                    continue
                 self._queued -= req.n
                 if req.future.set_running_or_notify_cancel():  # False: the caller withdrew it
                     taken.append(req)
                     images += req.n
+            self._queue.extendleft(reversed(passed))
             return taken
 
     def _run_batch(self, batch: list[_Request]) -> None:
@@ -344,14 +356,25 @@ class DynamicBatcher:
         assert out is not None
         offset = 0
         for req in batch:
-            req.future.set_result(out[offset] if req.single else out[offset : offset + req.n])
+            rows = offset if req.single else slice(offset, offset + req.n)
+            req.future.set_result(
+                {k: v[rows] for k, v in out.items()} if isinstance(out, dict) else out[rows]
+            )
             offset += req.n
 
-    def _call_backend(self, batch: list[_Request], size: int) -> np.ndarray:
+    def _call_backend(self, batch: list[_Request], size: int) -> Any:
         arrays = [r.array for r in batch]
         if size < self._pad_to:  # an engine profile whose minimum batch is above 1
-            arrays.append(np.zeros((self._pad_to - size, *self._item_shape), np.float32))
+            arrays.append(np.zeros((self._pad_to - size, *batch[0].array.shape[1:]), np.float32))
         x = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+        if self._features is not None:  # every named output, each split by rows like the logits
+            found = self.backend.infer({self.backend.input_name: x}, outputs=self._features.names)
+            missing = [n for n in self._features.names if n not in found]
+            if missing or any(v.shape[0] != x.shape[0] for v in found.values()):
+                raise InternalError(
+                    f"{self.name}: backend returned {sorted(found)} for outputs {missing or ''}"
+                )
+            return {n: np.array(found[n][:size], copy=True) for n in self._features.names}
         out = np.asarray(self.backend(x))
         if out.ndim < 1 or out.shape[0] != x.shape[0]:
             raise InternalError(

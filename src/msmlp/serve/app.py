@@ -88,6 +88,7 @@ class Service:
         self.model_name = model_name or "model"
         self._given_name = model_name
         self.start_error: BaseException | None = None
+        self.features: Any = None  # a feature graph's FeatureLayout (v2 returns every output)
 
     def startup(self) -> None:
         """Start the worker (it loads the backend), settle config and name, warm up. Idempotent:
@@ -98,6 +99,7 @@ class Service:
             self.batcher.start()
             info = self.backend.info
             self.model_name = self._given_name or info.model or "model"
+            self.features = info.artifact.features if info.artifact is not None else None
             self.config = self._settle_config(info.config)
             self._warm_up()
         except BaseException as exc:
@@ -111,7 +113,7 @@ class Service:
         if config is None:
             logger.warning("no deployment config: /v1/classify assumes ImageNet mean/std and bicubic resize")
             config = DeployConfig(input_size=shape)  # type: ignore[arg-type]
-        if tuple(config.input_size) != shape:
+        if self.features is None and tuple(config.input_size) != shape:
             raise InputError(
                 f"config input size {config.input_size} does not match the model's input {shape}"
             )
@@ -122,6 +124,10 @@ class Service:
         call of a process pay one-off costs (imports, allocations) of 100s of ms."""
         from PIL import Image
 
+        if self.features is not None:  # one input at the size runtimes tune for
+            h, w = self.features.profile.opt if self.features.dynamic else self.features.size
+            self.batcher.submit(np.zeros((self.backend.input_shape[1], h, w), np.float32)).result(timeout=600)
+            return
         buffer = io.BytesIO()
         Image.new("RGB", (96, 80), (120, 90, 60)).save(buffer, format="JPEG")
         x = self.decode_image(buffer.getvalue(), "warm-up image")
@@ -129,6 +135,11 @@ class Service:
 
     def decode_image(self, data: bytes, label: str) -> np.ndarray:
         assert self.config is not None, "service not started"
+        if self.features is not None:
+            raise InputError(
+                f"{self.model_name} is a feature export (outputs {', '.join(self.features.names)}): it does not "
+                f"classify; send tensors to /v2/models/{self.model_name}/infer"
+            )
         return codecs.decode_image(data, label, self.config, self.max_image_pixels)
 
     @property
@@ -307,6 +318,11 @@ def _add_v1_routes(app: FastAPI, service: Service) -> None:
             raise UnsupportedMediaTypeError(
                 f"content type {ctype or 'none'!r} is not accepted by /v1/infer; send application/octet-stream "
                 '(float32 bytes, header X-Shape: N,C,H,W) or application/json {"shape": [...], "data": [...]}'
+            )
+        if service.features is not None:
+            raise InputError(
+                f"/v1/infer returns logits; {service.model_name} is a feature export: post to "
+                f"/v2/models/{service.model_name}/infer for its outputs {', '.join(service.features.names)}"
             )
         logits = await service.batcher.infer_async(x)
         return JSONResponse({"shape": list(logits.shape), "logits": logits.tolist()})

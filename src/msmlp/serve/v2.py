@@ -78,7 +78,10 @@ def add_v2_routes(app: FastAPI, service: Service) -> None:
             "versions": [VERSION],
             "platform": f"msmlp_{info.backend}",
             "inputs": [{"name": info.input_name, "datatype": "FP32", "shape": [-1, *info.input_shape[1:]]}],
-            "outputs": [{"name": info.output_name, "datatype": "FP32", "shape": [-1, service.num_classes]}],
+            "outputs": [
+                {"name": name, "datatype": "FP32", "shape": [-1, *dims]}
+                for name, dims in output_dims(service)
+            ],
         }
 
     @model_route("/ready", summary="model ready (400 when not)", responses={400: {}, 404: {}})
@@ -136,6 +139,18 @@ def _check_model(service: Service, name: str, version: str) -> None:
         raise NotReadyError(f"model {name!r} is not loaded yet; retry shortly")
 
 
+def output_dims(service: Service) -> list[tuple[str, list[int]]]:
+    """Each output's name and dims after the batch axis (-1: dynamic): the logits, or a feature
+    graph's stage maps (H, W dynamic with a size profile)."""
+    layout = service.features
+    if layout is None:
+        return [(service.backend.info.output_name, [service.num_classes])]
+    if layout.dynamic:
+        return [(o.name, [o.channels, -1, -1]) for o in layout.outputs]
+    h, w = layout.size  # type: ignore[misc]
+    return [(o.name, [o.channels, h // o.stride, w // o.stride]) for o in layout.outputs]
+
+
 def model_config(service: Service) -> dict[str, Any]:
     """Triton's model configuration (the JSON form of config.pbtxt) for what this server runs."""
     info = service.backend.info
@@ -153,7 +168,7 @@ def model_config(service: Service) -> dict[str, Any]:
                 "dims": list(info.input_shape[1:]),
             }
         ],
-        "output": [{"name": info.output_name, "data_type": "TYPE_FP32", "dims": [service.num_classes]}],
+        "output": [{"name": n, "data_type": "TYPE_FP32", "dims": dims} for n, dims in output_dims(service)],
         "dynamic_batching": {
             "preferred_batch_size": [batcher.max_batch],
             "max_queue_delay_microseconds": int(batcher.max_delay_ms * 1000),
@@ -180,8 +195,8 @@ async def _infer(service: Service, request: Request, name: str, version: str) ->
     x, outputs, request_id, k_max = await run_in_threadpool(_decode_request, service, body, header_length)
     if k_max > service.num_classes:
         raise InputError(f"classification count {k_max} exceeds the model's {service.num_classes} classes")
-    logits = await service.batcher.infer_async(x)
-    return await run_in_threadpool(_encode_response, service, logits, outputs, request_id)
+    result = await service.batcher.infer_async(x)  # logits, or a feature graph's named outputs
+    return await run_in_threadpool(_encode_response, service, result, outputs, request_id)
 
 
 def _decode_request(
@@ -216,7 +231,7 @@ def _input_array(service: Service, inputs: list[Tensor], binary: memoryview | by
     if spec.datatype != "FP32":
         raise InputError(f"{what} has datatype {spec.datatype[:20]!r}; the model takes FP32")
     shape, item = tuple(spec.shape), tuple(info.input_shape[1:])
-    if shape[1:] != item:
+    if len(shape) != len(item) + 1 or any(i not in (-1, d) for i, d in zip(item, shape[1:])):
         raise InputError(
             f"{what} has shape {list(shape)}; the model takes [N, {', '.join(map(str, item))}] "
             f"with 1 <= N <= {service.batcher.max_batch}"
@@ -242,16 +257,21 @@ def _input_array(service: Service, inputs: list[Tensor], binary: memoryview | by
 def _requested_outputs(
     service: Service, outputs: list[RequestedOutput] | None, binary_default: bool
 ) -> list[_Output]:
-    name = service.backend.info.output_name
+    names = [n for n, _ in output_dims(service)]
     if outputs is None:
-        return [_Output(name, binary_default, 0)]
+        return [_Output(n, binary_default, 0) for n in names]
     found = []
     for spec in outputs:
-        if spec.name != name:
-            raise InputError(f"unknown output {spec.name[:80]!r}; the model's output is {name!r}")
+        if spec.name not in names:
+            raise InputError(f"unknown output {spec.name[:80]!r}; the model's outputs are {names}")
         params = spec.parameters
         binary = params.binary_data if params and params.binary_data is not None else binary_default
-        found.append(_Output(name, binary, params.classification if params else 0))
+        classes = params.classification if params else 0
+        if classes and service.features is not None:
+            raise InputError(
+                f"output {spec.name!r} is a feature map; the classification extension needs logits"
+            )
+        found.append(_Output(spec.name, binary, classes))
     return found
 
 
@@ -264,11 +284,15 @@ def bytes_tensor(strings: list[str]) -> bytes:
 
 
 def _encode_response(
-    service: Service, logits: np.ndarray, outputs: list[_Output], request_id: str | None
+    service: Service,
+    result: np.ndarray | dict[str, np.ndarray],
+    outputs: list[_Output],
+    request_id: str | None,
 ) -> Response:
     entries, blobs = [], []
     labels = service.class_labels
     for out in outputs:
+        logits = result[out.name] if isinstance(result, dict) else result
         if out.classes:
             top = np.argsort(-logits, axis=1, kind="stable")[:, : out.classes]
             strings = [
