@@ -318,3 +318,27 @@ def test_openvino_bounds_the_spatial_axes_to_the_profile(exported_features):
     with OpenVINOBackend(out / "model.onnx") as backend:
         shape = backend._compiled.inputs[0].get_partial_shape()
         assert str(shape[2]) == "112..224" and str(shape[3]) == "112..280"
+
+
+def test_bench_times_every_output_at_a_detection_size(exported_features, monkeypatch):
+    from msmlp.bench.options import BenchOptions
+    from msmlp.bench.run import run_benchmark
+    from msmlp.bench.timing import runner
+
+    out, _ = exported_features
+    opts = BenchOptions(
+        onnx=out / "model.onnx", backend="onnxruntime", batches=[1, 2], size=(224, 280), iters=3
+    )
+    opts.progress = False
+    report = run_benchmark(opts)
+    assert report["input_size"] == [224, 280]
+    assert [r["batch"] for r in report["results"]] == [1, 2] and all(
+        r["p50_ms"] > 0 for r in report["results"]
+    )
+    with OnnxRuntimeBackend(out / "model.onnx") as backend:
+        got = runner(backend)(np.zeros((1, 3, 224, 280), np.float32))
+        assert set(got) == {"stage0", "stage1"}  # all outputs, not the first one alone
+    with pytest.raises(InputError, match="outside the size profile"):
+        run_benchmark(
+            BenchOptions(onnx=out / "model.onnx", backend="onnxruntime", batches=[1], size=(294, 280))
+        )

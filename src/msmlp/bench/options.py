@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from msmlp.errors import InputError
-from msmlp.optionspec import option, parse_int_list, parse_providers
+from msmlp.optionspec import option, parse_input_size, parse_int_list, parse_providers
 
 COMPARE = "backend comparison"
 
@@ -42,6 +42,13 @@ class BenchOptions:
         parse=lambda text: parse_int_list(text, "--batch"),
         metavar="N,N",
         help="batch sizes (default: 1,2,4,8)",
+    )
+    size: tuple[int, int] | None = option(
+        None,
+        parse=lambda text: parse_input_size(text, "--size"),
+        metavar="SIDE|HxW",
+        help="input size for a graph with dynamic H/W (msmlp-export --features --dynamic-size), e.g. "
+        "800x1344 (default: its profile's opt size); every output is timed",
     )
     warmup: int = option(3, type=int, metavar="N", help="warm-up calls per size (default: 3)")
     iters: int | None = option(

@@ -12,10 +12,12 @@ from msmlp.runtime.base import Backend
 from msmlp.runtime.registry import backend_specs
 
 
-def profile_layers(backend: Backend, batch: int, *, runs: int = 10, top: int = 15) -> dict[str, Any]:
+def profile_layers(
+    backend: Backend, batch: int, *, runs: int = 10, top: int = 15, size: tuple[int, int] | None = None
+) -> dict[str, Any]:
     """The per-layer profile of ``backend`` at ``batch``; ``{"available": False, "reason": ...}`` when the
     backend has no profiler."""
     spec = next((s for s in backend_specs() if s.name == backend.name), None)
     if spec is None or not spec.layer_profile:
         return {"available": False, "reason": f"the {backend.name} backend exposes no per-layer profiler"}
-    return backend.profile_layers(make_batch(backend, batch), runs=runs, top=top)
+    return backend.profile_layers(make_batch(backend, batch, size=size), runs=runs, top=top)

@@ -17,7 +17,7 @@ from msmlp.bench.options import BenchOptions, check_options
 from msmlp.bench.prepare import export_temp_onnx, torch_threads
 from msmlp.bench.profile import profile_layers
 from msmlp.bench.report import host_info
-from msmlp.bench.timing import check_batches, time_batches
+from msmlp.bench.timing import check_batches, input_size, time_batches
 from msmlp.errors import InputError
 from msmlp.runtime import open_backend
 from msmlp.runtime.base import Backend
@@ -49,6 +49,8 @@ def run_benchmark(opts: BenchOptions) -> dict[str, Any]:
         report["target"] = target
         report["backend"] = backend.describe()
         batches = check_batches(backend, opts.batches)
+        size = input_size(backend, opts.size)
+        report["input_size"] = list(size) if size else list(backend.input_shape[2:])
         stats = time_batches(
             backend,
             batches,
@@ -56,10 +58,13 @@ def run_benchmark(opts: BenchOptions) -> dict[str, Any]:
             iters=opts.iters,
             duration_s=opts.duration_s,
             progress=opts.progress,
+            size=size,
         )
         report["results"] = [asdict(s) for s in stats]
-        report["profile"] = profile_layers(backend, max(batches)) if opts.profile else None
+        report["profile"] = profile_layers(backend, max(batches), size=size) if opts.profile else None
         report["concurrency"] = None
+        if opts.concurrency and size is not None:
+            raise InputError("--concurrency on a feature graph is not supported yet; time it without")
         if opts.concurrency:
             conc = load_batcher(
                 backend,

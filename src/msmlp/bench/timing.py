@@ -81,12 +81,43 @@ def interleaved_samples(
     return samples
 
 
-def make_batch(backend: Backend, batch: int, seed: int = 0) -> np.ndarray:
-    """A random float32 input of the backend's shape (latency does not depend on the values here)."""
+def make_batch(
+    backend: Backend, batch: int, seed: int = 0, size: tuple[int, int] | None = None
+) -> np.ndarray:
+    """A random float32 input of the backend's shape, H and W ``size`` where given (a graph with dynamic
+    H/W); latency does not depend on the values here."""
     shape = (batch, *backend.input_shape[1:])
+    if size is not None and len(shape) == 4:
+        shape = (batch, shape[1], *size)
     if any(d < 1 for d in shape):
-        raise InputError(f"cannot make an input for the dynamic shape {backend.input_shape}")
+        raise InputError(f"cannot make an input for the dynamic shape {backend.input_shape}; give --size HxW")
     return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+
+
+def input_size(backend: Backend, size: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The H, W to time: ``size`` checked against a feature graph's sizes (default: its profile's opt size,
+    or its one size); None for a classifier, which runs at its fixed size."""
+    artifact = backend.info.artifact
+    layout = artifact.features if artifact is not None else None
+    if layout is None:
+        fixed = tuple(backend.input_shape[2:])
+        if size is not None and tuple(size) != fixed:
+            raise InputError(f"--size {size[0]}x{size[1]}: this graph runs at {fixed} only (no dynamic H/W)")
+        return None
+    chosen = tuple(size) if size is not None else (layout.profile.opt if layout.dynamic else layout.size)
+    layout.check_size(*chosen, "the graph")  # type: ignore[misc]
+    return chosen  # type: ignore[return-value]
+
+
+def runner(backend: Backend) -> Callable[[np.ndarray], Any]:
+    """One timed call: the logits, or every named output of a feature graph (one output alone would let
+    ONNX Runtime skip the later stages)."""
+    artifact = backend.info.artifact
+    layout = artifact.features if artifact is not None else None
+    if layout is None:
+        return backend
+    names = layout.names
+    return lambda x: backend.infer({backend.input_name: x}, outputs=names)
 
 
 def check_batches(backend: Backend, batches: Sequence[int]) -> list[int]:
@@ -105,6 +136,7 @@ def time_batches(
     iters: int | None = 20,
     duration_s: float | None = None,
     progress: bool = True,
+    size: tuple[int, int] | None = None,
 ) -> list[LatencyStats]:
     """Warm up, then time ``iters`` calls (or calls for ``duration_s``) per batch size; on a GPU each
     timed call is followed by one timed with CUDA events (see :func:`cuda_event_timer`)."""
@@ -119,14 +151,15 @@ def time_batches(
     ) as bar:
         for batch in batches:
             bar.set_description(f"batch {batch}")
-            x = make_batch(backend, batch)
+            x = make_batch(backend, batch, size=size)
             gpu_timer = cuda_event_timer(backend, x)
+            call = runner(backend)
             for _ in range(warmup):
-                backend(x)
+                call(x)
                 if gpu_timer is not None:
                     gpu_timer()
                 bar.update()
-            wall, gpu = _timed_calls(backend, x, iters, duration_s, gpu_timer, bar.update)
+            wall, gpu = _timed_calls(call, x, iters, duration_s, gpu_timer, bar.update)
             stats = summarize(wall, batch)
             if gpu:
                 stats = LatencyStats(**{**asdict(stats), "gpu": summarize(gpu, batch, "cuda_event")})
@@ -135,7 +168,7 @@ def time_batches(
 
 
 def _timed_calls(
-    backend: Backend,
+    backend: Callable[[np.ndarray], Any],
     x: np.ndarray,
     iters: int | None,
     duration_s: float | None,

@@ -57,7 +57,10 @@ def run(args: argparse.Namespace) -> int:
         print(format_compare(report["compare"]))
     if report["results"]:
         target = report["target"].get("model") or report["target"].get("path")
-        print(f"{target} on {backend.get('backend')} ({backend.get('precision')}), wall-clock per call:")
+        size = "x".join(map(str, report.get("input_size") or ()))
+        print(
+            f"{target} on {backend.get('backend')} ({backend.get('precision')}), {size}, wall-clock per call:"
+        )
         print(format_table(report["results"]))
     if report.get("profile"):
         print(format_profile(report["profile"]))
