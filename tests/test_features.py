@@ -245,7 +245,7 @@ def test_verification_catches_a_shift_that_bakes_the_traced_size(feature_graphs,
 @pytest.fixture(scope="module")
 def exported_features(tmp_path_factory):
     out = tmp_path_factory.mktemp("features") / "s2"
-    result = msmlp.export("s2mlpv2_micro", features=True, dynamic_size="112,168,224x280", out=out)
+    result = msmlp.export("s2mlpv2_micro", features=True, dynamic_size="112,168,224x280", int8=True, out=out)
     return out, result
 
 
@@ -259,7 +259,8 @@ def test_export_features_verifies_every_output_at_every_size(exported_features):
         for size in run["sizes"]:
             assert set(size["outputs"]) == {"stage0", "stage1"}
             for stats in size["outputs"].values():
-                assert stats["samples"] == 5 and stats["cosine"] <= 1.0 + 1e-9
+                held_out = run["file"] == "model.int8.onnx"  # the photos calibration did not see
+                assert stats["samples"] == (2 if held_out else 5) and stats["cosine"] <= 1.0 + 1e-9
     if "bf16" in runs:  # where the CPU has BF16
         assert runs["bf16"]["worst_cosine"] < 1.0  # it really ran in reduced precision
     manifest = json.loads((out / "model.json").read_text())
@@ -342,3 +343,25 @@ def test_bench_times_every_output_at_a_detection_size(exported_features, monkeyp
         run_benchmark(
             BenchOptions(onnx=out / "model.onnx", backend="onnxruntime", batches=[1], size=(294, 280))
         )
+
+
+def test_int8_features_are_calibrated_at_the_deployed_size_and_verified_at_every_size(exported_features):
+    out, result = exported_features
+    assert result.artifacts["int8"] == out / "model.int8.onnx"
+    report = json.loads((out / "verify_features.json").read_text())
+    int8 = [r for r in report["runs"] if r["file"] == "model.int8.onnx"]
+    assert int8[0]["key"] == "int8" and int8[0]["passed"]
+    for run in int8:
+        assert [s["size"] for s in run["sizes"]] == [[112, 112], [168, 168], [224, 280]]
+        assert 0.99 <= run["worst_cosine"] < 0.99999  # really quantized, within the INT8 gate
+        assert "calibrated at 168x168" in run["note"]
+    manifest = json.loads((out / "model.json").read_text())
+    entry = manifest["artifacts"]["model.int8.onnx"]
+    assert entry["precision"] == "int8" and entry["info"]["calibration"]["size"] == [168, 168]
+    calibrated_on = set(entry["info"]["calibration"]["files"])
+    held_out = {p.name for p in msmlp.data.transforms.builtin_images()} - calibrated_on
+    assert held_out and report["images"]  # verification used photos the calibration never saw
+    with msmlp.load(out / "model.int8.onnx") as predictor:
+        assert predictor.feature_layout.names == ("stage0", "stage1")
+        maps = predictor.feature_maps(np.zeros((1, 3, 224, 280), np.float32))
+        assert maps["stage1"].shape == (1, 64, 16, 20)

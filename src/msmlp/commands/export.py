@@ -62,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_features(result) -> int:
     """The summary of a feature export: one line per backend run, its worst output at any size."""
-    path = result.artifacts["fp32"]
     for run in result.feature_runs:
+        path = result.out / run["file"]
         sizes = ", ".join(f"{h}x{w}" for h, w in (s["size"] for s in run["sizes"]))
         verdict = "passed" if run["passed"] else "FAILED"
         print(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +35,24 @@ REPORT = "verify_features.json"
 TOLERANCES = {
     "fp32": Tolerance(max_rel=1e-4, min_cosine=0.99999),
     "bf16": Tolerance(min_cosine=0.999),
+    "int8": Tolerance(min_cosine=0.99),
 }
 FIT = "letterbox"  # verification photos are letterboxed into each size (no crop: the whole picture)
+# per graph precision: (verification key, backend, hint), the keys ``--backend auto`` reads (backend table);
+# the first is the gate that keeps the file
+CHECKS = {
+    "fp32": [
+        ("fp32", "onnxruntime", "f32"),
+        ("fp32_openvino", "openvino", "f32"),
+        ("bf16", "openvino", "bf16"),
+    ],
+    "int8": [("int8", "onnxruntime", "f32"), ("int8_openvino", "openvino", "bf16")],
+}
 
 
 def run_feature_export(opts: ExportOptions) -> ExportResult:
-    """Export, check and verify the feature graph in ``opts.out_dir``; ``opts`` are checked already."""
-    import json
-
+    """Export, check and verify the feature graph (and with ``--int8`` its INT8 version) in
+    ``opts.out_dir``; ``opts`` are checked already."""
     from msmlp.exporters.check import check_graph
     from msmlp.exporters.features import export_features_onnx, feature_layout
     from msmlp.manifest import Manifest, tool_versions
@@ -58,7 +69,9 @@ def run_feature_export(opts: ExportOptions) -> ExportResult:
     stride = FeatureBackbone(model).stride
     profile = SizeProfile.parse(opts.dynamic_size, stride) if opts.dynamic_size else None
     layout = feature_layout(model, config, opts.out_indices, profile)  # bad indices: before any output
-    progress = Progress(["build", "export", "check", *(f"verify_{key}" for key, _, _ in _checks())])
+    plan = ["build", "export", "check", *(f"verify_{key}" for key, _, _ in CHECKS["fp32"])]
+    plan += ["calibrate", "int8", *(f"verify_{key}" for key, _, _ in CHECKS["int8"])] if opts.int8 else []
+    progress = Progress(plan)
     with progress.step("build", f"build {opts.model} (stage features)") as step:
         step["detail"] = ", ".join(f"{o.name} {o.channels}ch /{o.stride}" for o in layout.outputs)
     manifest = Manifest.open(
@@ -71,14 +84,14 @@ def run_feature_export(opts: ExportOptions) -> ExportResult:
         versions=tool_versions(distributions()),
     )
     result.manifest = manifest
+    state = _State(opts, model, config, layout, progress, result, [])
     final = out / ONNX_FILES["fp32"]
-    stage = final.with_name(f".{final.stem}.unverified{final.suffix}")
     images = verification_images(opts.images)
-    try:
+
+    def export(stage: Path) -> dict:
         sizes = " / ".join(f"{h}x{w}" for h, w in layout.sizes())
-        with progress.step(
-            "export", f"export ONNX features ({'dynamic H/W ' if layout.dynamic else ''}{sizes})"
-        ) as step:
+        title = f"export ONNX features ({'dynamic H/W ' if layout.dynamic else ''}{sizes})"
+        with progress.step("export", title) as step:
             export_features_onnx(
                 model,
                 stage,
@@ -92,55 +105,15 @@ def run_feature_export(opts: ExportOptions) -> ExportResult:
         with progress.step("check", "check graph for TensorRT / ONNX Runtime") as step:
             check = check_graph(stage)
             step["detail"] = check.summary()
-        reference = _reference_features(model, layout, images, config)
-        runs = []
-        for key, backend, hint in _checks():
-            with progress.step(
-                f"verify_{key}", f"verify every output against PyTorch FP32 ({backend}, {hint})"
-            ) as step:
-                why = _unavailable(backend, hint)
-                if why:
-                    result.skipped[key] = why
-                    step["detail"] = f"skipped: {why}"
-                    continue
-                run = _verify_run(stage, key, backend, hint, layout, reference)
-                runs.append(run)
-                step["detail"] = (
-                    f"{'passed' if run['passed'] else 'FAILED'}, worst cosine {run['worst_cosine']:.6f}"
-                )
-        report = {
-            "model": opts.model,
-            "weights": dict(model.weights_info),
-            "layout": layout.to_dict(),
-            "images": [p.name for p in images],
-            "fit": FIT,
-            "tolerances": {k: describe(t) for k, t in TOLERANCES.items()},
-            "statistics": "per output and size; each sample's feature map compared as one vector",
-            "runs": runs,
-        }
-        write_text_atomic(out / REPORT, json.dumps(report, indent=2) + "\n")
-        fp32 = next(r for r in runs if r["key"] == "fp32")
-        if not fp32["passed"]:
-            raise VerificationError(
-                f"the feature graph breaks the FP32 tolerance against PyTorch: {fp32['failures'][0]} "
-                f"(all figures in {out / REPORT}); it was not kept"
-            )
-        os.replace(stage, final)
-    finally:
-        stage.unlink(missing_ok=True)
+        return {"check": check.to_dict()}
+
+    fp32 = _committed(state, "fp32", final, export, images, "")
+    if opts.int8:
+        _int8(state, final, fp32)
+    _write_report(state, images)
     result.artifacts["fp32"] = final
-    result.feature_runs = runs
+    result.feature_runs = state.runs
     manifest.record_features(layout.to_dict())
-    manifest.add(
-        final, {"precision": "fp32", "check": check.to_dict(), "verification": _summary(fp32, final)}
-    )
-    for run in runs:
-        if run["key"] != "fp32":
-            manifest.record_verification(run["key"], _summary(run, final))
-            if not run["passed"]:
-                logger.warning(
-                    "%s: %s; recorded, and --backend auto will not use it", run["key"], run["failures"][0]
-                )
     manifest.record_timings(progress.timings)
     manifest.record_skipped(result.skipped)
     manifest.write()
@@ -148,13 +121,123 @@ def run_feature_export(opts: ExportOptions) -> ExportResult:
     return result
 
 
-def _checks() -> list[tuple[str, str, str]]:
-    """(verification key, backend, hint): the keys ``--backend auto`` reads (see the backend table)."""
-    return [
-        ("fp32", "onnxruntime", "f32"),
-        ("fp32_openvino", "openvino", "f32"),
-        ("bf16", "openvino", "bf16"),
-    ]
+@dataclass
+class _State:
+    opts: ExportOptions
+    model: Any
+    config: Any
+    layout: FeatureLayout
+    progress: Progress
+    result: ExportResult
+    runs: list[dict]
+
+
+def _committed(
+    state: _State, precision: str, final: Path, make: Any, images: Sequence[Path], note: str
+) -> dict:
+    """Write ``final`` through a staged file made by ``make(stage) -> manifest info``: verified per output
+    on every backend of ``CHECKS[precision]``; kept only if the first (ONNX Runtime) passes; the others
+    are recorded (``--backend auto`` reads them)."""
+    stage = final.with_name(f".{final.stem}.unverified{final.suffix}")
+    try:
+        info = make(stage)
+        reference = _reference_features(state.model, state.layout, images, state.config)
+        runs = []
+        for key, backend, hint in CHECKS[precision]:
+            title = f"verify every output of the {precision.upper()} graph against PyTorch FP32 ({backend}, {hint})"
+            with state.progress.step(f"verify_{key}", title) as step:
+                why = _unavailable(backend, hint)
+                if why:
+                    state.result.skipped[f"{key} ({hint})"] = why
+                    step["detail"] = f"skipped: {why}"
+                    continue
+                run = _verify_run(stage, key, backend, hint, state.layout, reference, precision)
+                run.update(note=note, file=final.name)
+                runs.append(run)
+                step["detail"] = (
+                    f"{'passed' if run['passed'] else 'FAILED'}, worst cosine {run['worst_cosine']:.6f}"
+                )
+        state.runs += runs
+        first = runs[0]
+        if not first["passed"]:
+            _write_report(state, images)
+            raise VerificationError(
+                f"the {precision.upper()} feature graph breaks its tolerance against PyTorch: {first['failures'][0]} "
+                f"(all figures in {final.parent / REPORT}); it was not kept"
+            )
+        os.replace(stage, final)
+    finally:
+        stage.unlink(missing_ok=True)
+    manifest = state.result.manifest
+    assert manifest is not None
+    manifest.add(final, {"precision": precision, **info, "verification": _summary(first, final)})
+    for run in runs[1:]:
+        manifest.record_verification(run["key"], _summary(run, final))
+        if not run["passed"]:
+            logger.warning(
+                "%s: %s; recorded, and --backend auto will not use it", run["key"], run["failures"][0]
+            )
+    state.result.artifacts[precision] = final
+    return first
+
+
+def _int8(state: _State, fp32_graph: Path, fp32_run: dict) -> None:
+    """INT8 Q/DQ (ModelOpt PTQ), calibrated on photos letterboxed to the size the graph is deployed at
+    (the profile's opt size, or its one size), verified per output on held-out photos at every size."""
+    from msmlp.data.transforms import augmented, load_image
+    from msmlp.exporters.quantize import quantize_int8
+    from msmlp.pipeline.images import int8_image_split
+
+    opts, layout = state.opts, state.layout
+    calib_files, held_out, note = int8_image_split(opts.calib, opts.images)
+    size = layout.profile.opt if layout.profile is not None else layout.size
+    assert size is not None
+    with state.progress.step(
+        "calibrate",
+        f"calibration batch ({opts.calib_size} inputs at {size[0]}x{size[1]}, {len(calib_files)} images)",
+    ) as step:
+        views = augmented([load_image(p) for p in calib_files], opts.calib_size, seed=opts.seed)
+        calib = np.stack(
+            [dense_array(v, placement((v.height, v.width), layout, FIT, size), state.config) for v in views]
+        )
+        step["detail"] = f"{calib.shape[0]} letterboxed views"
+
+    def quantize(stage: Path) -> dict:
+        with state.progress.step("int8", f"quantize to INT8 (ModelOpt, Q/DQ for {opts.int8_target})") as step:
+            info = quantize_int8(
+                fp32_graph,
+                stage,
+                calib,
+                method=opts.calib_method,
+                keep_fp32=opts.keep_fp32,
+                target=opts.int8_target or "cpu",
+            )
+            step["detail"] = f"{stage.stat().st_size / 1e6:.1f} MB"
+        calibration = {
+            "files": [f.name for f in calib_files],
+            "size": list(size),
+            "inputs": int(calib.shape[0]),
+        }
+        return {"info": {**info, "calibration": calibration}}
+
+    note = "; ".join(x for x in (note, f"calibrated at {size[0]}x{size[1]}") if x)
+    _committed(state, "int8", fp32_graph.with_name(ONNX_FILES["int8"]), quantize, held_out, note)
+
+
+def _write_report(state: _State, images: Sequence[Path]) -> None:
+    import json
+
+    report = {
+        "model": state.opts.model,
+        "weights": dict(state.model.weights_info),
+        "layout": state.layout.to_dict(),
+        "images": [p.name for p in images],
+        "fit": FIT,
+        "tolerances": {k: describe(t) for k, t in TOLERANCES.items()},
+        "statistics": "per output and size; each sample's feature map compared as one vector",
+        "runs": state.runs,
+    }
+    write_text_atomic(state.opts.out_dir / REPORT, json.dumps(report, indent=2) + "\n")
 
 
 def _unavailable(backend: str, hint: str) -> str | None:
@@ -201,9 +284,17 @@ def open_candidate(path: Path, backend: str, hint: str, artifact: Any = None) ->
 
 
 def _verify_run(
-    stage: Path, key: str, backend: str, hint: str, layout: FeatureLayout, reference: dict
+    stage: Path,
+    key: str,
+    backend: str,
+    hint: str,
+    layout: FeatureLayout,
+    reference: dict,
+    precision: str = "fp32",
 ) -> dict:
-    tolerance = TOLERANCES["bf16" if hint == "bf16" else "fp32"]
+    """One backend's comparison of every output at every size; an INT8 graph is judged by the INT8
+    tolerance whatever the hint, an FP32 graph by the BF16 one under the bf16 hint."""
+    tolerance = TOLERANCES["int8" if precision == "int8" else "bf16" if hint == "bf16" else "fp32"]
     sizes, failures, worst = [], [], 1.0
     with open_candidate(stage, backend, hint, read_artifact(stage)) as candidate:
         for (h, w), (x, want) in reference.items():

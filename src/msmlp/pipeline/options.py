@@ -281,8 +281,8 @@ FEATURE_BATCH = (1, 1, 8)  # detection sizes: small batches
 
 
 def _check_features(opts: ExportOptions) -> None:
-    """--out-indices and --dynamic-size need --features; --features goes with FP32 graphs and their
-    BF16 verification on OpenVINO (what it does not do yet is one clear line)."""
+    """--out-indices and --dynamic-size need --features; --features goes with FP32 and INT8 graphs
+    (what it does not do yet is one clear line)."""
     if not opts.features:
         for flag, value in (("--out-indices", opts.out_indices), ("--dynamic-size", opts.dynamic_size)):
             if value is not None:
@@ -299,7 +299,8 @@ def _check_features(opts: ExportOptions) -> None:
         flag
         for flag, given in (
             ("--fp16", opts.fp16),
-            ("--int8", opts.int8),
+            ("--target-cosine", opts.target_cosine is not None),
+            ("--accuracy-search", opts.accuracy_search),
             ("--engine", opts.engine),
             ("--shift plugin", opts.shift == "plugin"),
             ("--val", opts.val is not None),
@@ -308,7 +309,7 @@ def _check_features(opts: ExportOptions) -> None:
     ]
     if refused:
         raise InputError(
-            f"--features exports an FP32 graph verified per output (and in BF16 on OpenVINO); "
+            f"--features exports FP32 (and with --int8 INT8) graphs verified per output; "
             f"{', '.join(refused)} is not supported with it yet: export without it"
         )
 
