@@ -365,3 +365,23 @@ def test_int8_features_are_calibrated_at_the_deployed_size_and_verified_at_every
         assert predictor.feature_layout.names == ("stage0", "stage1")
         maps = predictor.feature_maps(np.zeros((1, 3, 224, 280), np.float32))
         assert maps["stage1"].shape == (1, 64, 16, 20)
+
+
+def test_tensorrt_profile_follows_the_size_profile(exported_features):
+    """What `msmlp build` gives TensorRT for a dynamic-size feature graph (the build itself needs a GPU)."""
+    from msmlp.artifacts import read_artifact
+    from msmlp.exporters.engine import check_build_args, profile_shapes
+
+    out, _ = exported_features
+    info = read_artifact(out / "model.onnx")
+    assert info.input.shape == (-1, 3, -1, -1)
+    sample = check_build_args(out / "model.onnx", (1, 1, 8), info.input.shape[1:], 4.0, 3, (), True)
+    assert profile_shapes((1, 1, 8), sample, info.features.profile) == [
+        (1, 3, 112, 112),
+        (1, 3, 168, 168),
+        (8, 3, 224, 280),
+    ]
+    with pytest.raises(InputError, match="positive sizes"):
+        check_build_args(out / "model.onnx", (1, 1, 8), info.input.shape[1:], 4.0, 3)
+    with pytest.raises(InputError, match="no size profile"):
+        profile_shapes((1, 1, 8), sample)

@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     batch = parse_batch(args.batch) if args.batch else (info.batch or DEFAULT_BATCH)
     out = args.out or args.onnx.with_suffix(".plan")
     shape = info.input.shape[1:]
-    check_build_args(args.onnx, batch, shape, args.workspace, args.opt_level, args.plugin)
+    dynamic = info.features is not None and info.features.dynamic  # H, W from the size profile
+    check_build_args(args.onnx, batch, shape, args.workspace, args.opt_level, args.plugin, dynamic)
     meta = build_engine(
         args.onnx,
         out,

@@ -36,6 +36,7 @@ from msmlp.exporters.trt_common import (
     set_device,
     tensorrt_available,
 )
+from msmlp.features import SizeProfile
 from msmlp.fileio import file_sha256, write_bytes_atomic
 from msmlp.log import logger
 
@@ -76,13 +77,15 @@ def build_engine(
     inspector); by default the plan carries the layer names only.
     """
     onnx_path, plan_path = Path(onnx_path), Path(plan_path)
-    sample = check_build_args(onnx_path, batch, input_shape, workspace_gib, opt_level, plugins)
+    features = read_artifact(onnx_path).features if Path(onnx_path).is_file() else None
+    dynamic = features is not None and features.dynamic
+    sample = check_build_args(onnx_path, batch, input_shape, workspace_gib, opt_level, plugins, dynamic)
     ok, reason = tensorrt_available(device)
     if not ok:
         raise MissingDependencyError(f"cannot build a TensorRT engine: {reason}")
     trt = import_tensorrt()
     info = read_artifact(onnx_path)
-    shapes = [(b, *sample) for b in batch]
+    shapes = profile_shapes(batch, sample, info.features.profile if info.features else None)
     set_device(device)
     start = time.perf_counter()
     libraries = load_plugins(plugins, shift_plugins=shift_plugins)
@@ -96,7 +99,9 @@ def build_engine(
         "config": info.config.to_dict() if info.config else None,
         **(metadata or {}),
         "inputs": [
-            {**t.to_dict(), "shape": [-1, *sample]} if t.name == input_name else t.to_dict()
+            {**t.to_dict(), "shape": [-1, *(d if d > 0 else -1 for d in sample)]}
+            if t.name == input_name
+            else t.to_dict()
             for t in info.inputs
         ],
         "outputs": [t.to_dict() for t in info.outputs],
@@ -247,6 +252,18 @@ def check_network_inputs(names: list[str], input_name: str) -> None:
         raise ExportError(f"the ONNX graph's inputs are {names}; expected exactly [{input_name!r}]")
 
 
+def profile_shapes(
+    batch: tuple[int, int, int], sample: tuple[int, ...], sizes: SizeProfile | None = None
+) -> list[tuple[int, ...]]:
+    """The optimisation profile's min/opt/max input shapes: the batch profile on the per-image C,H,W, and
+    for a feature graph with dynamic H/W its size profile's min/opt/max H and W."""
+    if sizes is None:
+        if any(d < 1 for d in sample):
+            raise InputError(f"input shape {sample} has dynamic sizes but the graph records no size profile")
+        return [(b, *sample) for b in batch]
+    return [(b, sample[0], *hw) for b, hw in zip(batch, (sizes.min, sizes.opt, sizes.max))]
+
+
 def check_build_args(
     onnx_path: Path,
     batch: tuple[int, int, int],
@@ -254,8 +271,10 @@ def check_build_args(
     workspace_gib: float,
     opt_level: int,
     plugins: Sequence[Path] = (),
+    dynamic_spatial: bool = False,
 ) -> tuple[int, ...]:
-    """Validate the build options before TensorRT is touched; return the per-image input shape."""
+    """Validate the build options before TensorRT is touched; return the per-image input shape (H, W may
+    be -1 with ``dynamic_spatial``: a feature graph whose size profile gives them)."""
     if not Path(onnx_path).is_file():
         raise InputError(f"ONNX file {str(onnx_path)!r} does not exist; export one first (msmlp-export)")
     if (
@@ -267,7 +286,8 @@ def check_build_args(
     shape = tuple(input_shape)
     if len(shape) == 4 and shape[0] in (-1, 0, None):
         shape = shape[1:]
-    if len(shape) != 3 or not all(isinstance(d, int) and d > 0 for d in shape):
+    fixed = shape[:1] if dynamic_spatial else shape
+    if len(shape) != 3 or not all(isinstance(d, int) and d > 0 for d in fixed):
         raise InputError(f"input shape {tuple(input_shape)} must be C,H,W (or -1,C,H,W) with positive sizes")
     if not workspace_gib > 0:
         raise InputError(f"workspace {workspace_gib!r} GiB must be positive")
