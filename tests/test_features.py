@@ -385,3 +385,12 @@ def test_tensorrt_profile_follows_the_size_profile(exported_features):
         check_build_args(out / "model.onnx", (1, 1, 8), info.input.shape[1:], 4.0, 3)
     with pytest.raises(InputError, match="no size profile"):
         profile_shapes((1, 1, 8), sample)
+
+
+def test_compare_layers_works_on_a_feature_export(exported_features, cli):
+    """The feature graph records the family layout per node scope, as the classifier export does."""
+    out, _ = exported_features
+    result = cli("msmlp", "compare-layers", "--candidate", str(out / "model.int8.onnx"), timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "layers_model_int8_onnxruntime.json").read_text())
+    assert report["layers"] and any("stages.1" in (row.get("name") or "") for row in report["layers"])

@@ -31,13 +31,17 @@ from msmlp.exporters.onnx import (
     check_batch,
     check_opset,
     clean_graph,
+    recorded_scopes,
     save_onnx,
     set_metadata,
 )
+from msmlp.exporters.onnx_io import layout_metadata
 from msmlp.features import META_KEY, FeatureLayout, SizeProfile
 from msmlp.models.config import DeployConfig
+from msmlp.models.family import family_layout
 from msmlp.models.features import FeatureBackbone
 from msmlp.models.layers import dynamic_sizes
+from msmlp.models.registry import get_family
 
 HEIGHT_DIM, WIDTH_DIM = "height", "width"
 
@@ -86,7 +90,8 @@ def export_features_onnx(
     else:
         axes = {n: {0: BATCH_DIM} for n in (config.input_name, *names)}
     buffer = io.BytesIO()
-    with _quiet_exporter(), dynamic_sizes() if layout.dynamic else nullcontext():
+    scopes_of = recorded_scopes(model)  # the family layout per node scope, as the classifier export records
+    with scopes_of as scopes, _quiet_exporter(), dynamic_sizes() if layout.dynamic else nullcontext():
         try:
             torch.onnx.export(
                 backbone,
@@ -111,6 +116,7 @@ def export_features_onnx(
             "batch": ",".join(map(str, batch)),
             "input_size": (config.input_size[0], *size),
             META_KEY: json.dumps(layout.to_dict(), separators=(",", ":")),
+            "layout": layout_metadata(scopes, family_layout(model, get_family(config.family))),
         },
     )
     try:
