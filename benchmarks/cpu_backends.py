@@ -60,7 +60,7 @@ def record(name: str, model: Any, out: Path, summaries: dict[str, tuple[Path, di
     manifest.write()
 
 
-def run_model(name: str, rounds: int, calib_size: int) -> dict[str, Any]:
+def run_model(name: str, rounds: int, calib_size: int, torch_compile: bool = False) -> dict[str, Any]:
     from msmlp.runtime.openvino import OpenVINOBackend
     from msmlp.runtime.ort import OnnxRuntimeBackend
     from msmlp.runtime.select import select_backend
@@ -113,10 +113,16 @@ def run_model(name: str, rounds: int, calib_size: int) -> dict[str, Any]:
             "auto int8": auto_int8,
             "eager fp32": TorchBackend(model).load(),
             "torch bf16 autocast": TorchBackend(model, autocast_bf16=True).load(),
+            **(
+                {"torch.compile bf16": TorchBackend(model, autocast_bf16=True, compiled=True).load()}
+                if torch_compile
+                else {}
+            ),
             **official_layout(model),
             **candidates,
         }
-        checked = {k: r for k, r in rows.items() if k.startswith(("auto", "torch bf16"))}
+        checked = {k: r for k, r in rows.items() if k.startswith(("auto", "torch bf16", "torch.compile"))}
+        compile_s = {k: r.compile_s for k, r in rows.items() if getattr(r, "compile_s", None) is not None}
         parity.update({k: v.to_dict() for k, v in held_out_parity(model, checked, held).items()})
         start = {
             "ov fp32 first start (cold cache)": _start_time(fp32, out / "cold"),
@@ -126,7 +132,14 @@ def run_model(name: str, rounds: int, calib_size: int) -> dict[str, Any]:
         described = {k: f"{r.info.backend} {r.info.precision}" for k, r in rows.items()}
         for r in rows.values():
             r.close()
-    return {"model": name, "rows": described, "parity": parity, "start_s": start, "ms": ms}
+    return {
+        "model": name,
+        "rows": described,
+        "parity": parity,
+        "start_s": start,
+        "ms": ms,
+        "compile_s": compile_s,
+    }
 
 
 def official_layout(model: Any) -> dict[str, Any]:
@@ -161,6 +174,11 @@ def ratios(ms: dict[str, float]) -> dict[str, float]:
         "auto / torch bf16 autocast": best("torch bf16 autocast") / ms["auto"],
         "auto / eager fp32": best("eager fp32") / ms["auto"],
         "auto int8 / auto bf16": ms["auto"] / ms["auto int8"],
+        **(
+            {"auto / torch.compile bf16": ms["torch.compile bf16"] / ms["auto"]}
+            if "torch.compile bf16" in ms
+            else {}
+        ),
         "ov fp32 / ort fp32": ms["ort fp32"] / ms["ov fp32"],
         "ov int8 bf16-hint / ort int8": ms["ort int8"] / ms["ov int8 (bf16 hint)"],
         "ov int8 bf16-hint / f32-hint": ms["ov int8 (f32 hint)"] / ms["ov int8 (bf16 hint)"],
@@ -174,6 +192,11 @@ def main() -> int:
         "--rounds", type=int, default=8, help="interleaved rounds at batch 8 (batch 1: twice as many)"
     )
     p.add_argument("--calib-size", type=int, default=32)
+    p.add_argument(
+        "--torch-compile",
+        action="store_true",
+        help="also a torch.compile row (inductor, freezing, BF16 autocast); its compile time is kept apart",
+    )
     p.add_argument("--busy", action="store_true", help="run beside one busy-looping competing process")
     p.add_argument("--out", type=Path, default=Path("cpu_backends.json"))
     args = p.parse_args()
@@ -181,7 +204,7 @@ def main() -> int:
     results = []
     try:
         for name in args.models:
-            found = run_model(name, args.rounds, args.calib_size)
+            found = run_model(name, args.rounds, args.calib_size, args.torch_compile)
             found["ratios"] = {b: ratios(ms) for b, ms in found["ms"].items()}
             found["busy"] = args.busy
             results.append(found)

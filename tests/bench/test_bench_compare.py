@@ -167,3 +167,20 @@ def test_compare_data_is_checked_before_any_work(tmp_path, capsys, image_paths):
         err = capsys.readouterr().err.strip()
         assert code == 2 and err.count("\n") == 0 and fragment in err, err
         assert not (tmp_path / "o").exists()
+
+
+def test_compare_has_a_torch_compile_row_with_its_compile_time(tmp_path, monkeypatch):
+    """--torch-compile adds what a PyTorch user tries next (inductor, freezing, BF16 autocast); its compile
+    time is reported apart, and its logits pass the BF16 gate against eager FP32."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    opts = BenchOptions(
+        model=MODEL, compare=True, torch_compile=True, batches=[1], warmup=1, iters=2, threads=2
+    )
+    opts.progress = False
+    report = run_benchmark(opts)
+    rows = {r["label"]: r for r in report["compare"]["rows"]}
+    row = rows["pytorch bf16 torch.compile"]
+    assert row["precision"] == "bf16" and row["passed"] and row["cosine"] > 0.9995
+    assert row["details"]["torch_compile"] == "inductor, freezing" and row["details"]["compile_s"] > 0
+    assert row["p50_ms"] < row["details"]["compile_s"] * 1e3  # the compile is not in the timings
+    assert (tmp_path / "inductor").is_dir()  # inductor's caches went where it was told

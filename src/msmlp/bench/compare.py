@@ -214,7 +214,9 @@ def _rows(
         skipped["int8 rows"] = (
             "no INT8 graph (pass --int8 with --model, or export one with msmlp-export --int8)"
         )
-    sources = Sources(module, tuple(graphs), tuple(files["plans"]), threads=opts.threads)
+    sources = Sources(
+        module, tuple(graphs), tuple(files["plans"]), threads=opts.threads, torch_compile=opts.torch_compile
+    )
     rows: list[tuple[str, Backend]] = []
     for spec in backend_specs():
         if spec.compare_rows is None:

@@ -72,6 +72,13 @@ class BenchOptions:
         help="every installed backend x precision on the same real images, one interleaved run "
         "(with --model or --onnx-dir)",
     )
+    torch_compile: bool = option(
+        False,
+        kind="flag",
+        group=COMPARE,
+        help="--compare: also a torch.compile row (inductor, freezing, BF16 autocast), what a PyTorch user "
+        "tries next; its compile time (often minutes) is reported apart and not in the timings",
+    )
     onnx_dir: str | Path | None = option(
         None, type=Path, metavar="DIR", group=COMPARE, help="msmlp-export output folder for --compare"
     )

@@ -120,6 +120,7 @@ class Sources:
     graphs: tuple[tuple[str, Path], ...]
     plans: tuple[Path, ...] = ()
     threads: int | None = None
+    torch_compile: bool = False  # also a torch.compile row (inductor, freezing, BF16 autocast)
 
 
 Rows = list[tuple[str, "Backend"]]

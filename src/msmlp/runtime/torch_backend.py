@@ -39,6 +39,7 @@ class TorchBackend(Backend):
         *,
         seed: int = 0,
         autocast_bf16: bool = False,
+        compiled: bool = False,
     ) -> None:
         import torch
 
@@ -54,7 +55,10 @@ class TorchBackend(Backend):
         self.device = torch.device(device)
         self.dtype = dtype
         self.autocast_bf16 = autocast_bf16
+        self.compiled = compiled
+        self.compile_s: float | None = None
         self.model: nn.Module | None = None
+        self._run: Any = None
         self._config = config
 
     def _load(self) -> BackendInfo:
@@ -67,6 +71,7 @@ class TorchBackend(Backend):
             import msmlp.plugins  # noqa: F401  (fills the models' fused-shift slots with the Triton kernels)
         config = self._config or getattr(model, "deploy_config", None) or DeployConfig()
         self.model = model.eval().to(self.device, self.dtype)
+        self._run = self._compile(config) if self.compiled else self.model
         weights = getattr(model, "weights_info", {}) or {}
         return BackendInfo(
             backend=self.name,
@@ -77,8 +82,43 @@ class TorchBackend(Backend):
             model=getattr(model, "model_name", None),
             config=config,
             synthetic=weights.get("source") == "synthetic",
-            details={"device": str(self.device), "autocast_bf16": self.autocast_bf16},
+            details={
+                "device": str(self.device),
+                "autocast_bf16": self.autocast_bf16,
+                **(
+                    {"torch_compile": "inductor, freezing", "compile_s": self.compile_s}
+                    if self.compiled
+                    else {}
+                ),
+            },
         )
+
+    def _compile(self, config: DeployConfig) -> Any:
+        """``torch.compile`` (inductor, with freezing: weights folded in as constants), compiled here by one
+        call at batch 1 (timed as ``compile_s``), so the first timed call does not pay for it; another
+        batch size compiles again on its first call (a warm-up call in ``bench --compare``). Inductor's
+        caches go under ``~/.cache/msmlp/inductor`` unless ``TORCHINDUCTOR_CACHE_DIR`` says otherwise, so a
+        later process reuses what it can."""
+        import os
+        import time
+
+        import torch
+        import torch._inductor.config as inductor
+
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path.home() / ".cache" / "msmlp" / "inductor"))
+        compiled = torch.compile(self.model)
+        x = torch.zeros((1, *config.input_size), device=self.device, dtype=self.dtype)
+        start = time.perf_counter()
+        autocast = torch.autocast("cpu", torch.bfloat16, enabled=self.autocast_bf16)
+        with inductor.patch(freezing=True), torch.inference_mode(), autocast:
+            compiled(x)
+        self.compile_s = time.perf_counter() - start
+
+        def run(batch: torch.Tensor) -> torch.Tensor:
+            with inductor.patch(freezing=True):  # a new batch size recompiles, frozen the same way
+                return compiled(batch)
+
+        return run
 
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
@@ -87,11 +127,12 @@ class TorchBackend(Backend):
         info = self.info
         x = torch.from_numpy(feed[info.input_name]).to(self.device, self.dtype)
         with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=self.autocast_bf16):
-            y = self.model(x)
+            y = self._run(x)
         return {info.output_name: y.float().cpu().numpy()}
 
     def _close(self) -> None:
         self.model = None
+        self._run = None
 
     def profile_layers(self, x: np.ndarray, *, runs: int = 10, top: int = 15) -> dict[str, Any]:
         """torch.profiler over ``runs`` calls after one warm-up call, ranked by self time per op type."""
@@ -125,10 +166,15 @@ def _open(request: Request) -> Backend:
 
 def _compare_rows(sources: Sources, skipped: dict[str, str]) -> Rows:
     """The reference (eager FP32) first: every other row is compared with it."""
-    return [
+    rows: Rows = [
         ("pytorch fp32 (eager)", TorchBackend(sources.module)),
         ("pytorch bf16 autocast", TorchBackend(sources.module, autocast_bf16=True)),
     ]
+    if sources.torch_compile:
+        rows.append(
+            ("pytorch bf16 torch.compile", TorchBackend(sources.module, autocast_bf16=True, compiled=True))
+        )
+    return rows
 
 
 SPEC = BackendSpec(
