@@ -94,7 +94,7 @@ CASES = [
     ("calib-empty", (*EXPORT, "--int8", "--calib", "{empty_dir}"), 2, ["holds no images"]),
     ("images-not-a-folder", (*EXPORT, "--images", "{a_file}"), 2, ["--images", "is not a folder of images"]),
     ("plugin-fp16", (*EXPORT, "--shift", "plugin", "--fp16"), 2, ["--fp16/--int8", "plugin nodes"]),
-    ("features-fp16", (*EXPORT, "--features", "--fp16"), 2, ["--features", "--fp16 is not supported"]),
+    ("features-engine", (*EXPORT, "--features", "--engine"), 2, ["--features", "--engine is not supported"]),
     ("out-indices-alone", (*EXPORT, "--out-indices", "1,2"), 2, ["--out-indices '1,2'", "add --features"]),
     (
         "dynamic-size-stride",

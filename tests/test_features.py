@@ -245,7 +245,9 @@ def test_verification_catches_a_shift_that_bakes_the_traced_size(feature_graphs,
 @pytest.fixture(scope="module")
 def exported_features(tmp_path_factory):
     out = tmp_path_factory.mktemp("features") / "s2"
-    result = msmlp.export("s2mlpv2_micro", features=True, dynamic_size="112,168,224x280", int8=True, out=out)
+    result = msmlp.export(
+        "s2mlpv2_micro", features=True, dynamic_size="112,168,224x280", fp16=True, int8=True, out=out
+    )
     return out, result
 
 
@@ -394,3 +396,18 @@ def test_compare_layers_works_on_a_feature_export(exported_features, cli):
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "layers_model_int8_onnxruntime.json").read_text())
     assert report["layers"] and any("stages.1" in (row.get("name") or "") for row in report["layers"])
+
+
+def test_fp16_features_are_verified_at_every_size(exported_features):
+    out, result = exported_features
+    assert result.artifacts["fp16"] == out / "model.fp16.onnx"
+    report = json.loads((out / "verify_features.json").read_text())
+    (run,) = [r for r in report["runs"] if r["file"] == "model.fp16.onnx"]
+    assert run["key"] == "fp16" and run["passed"] and [s["size"] for s in run["sizes"]][-1] == [224, 280]
+    assert 0.999 <= run["worst_cosine"] < 1.0 - 1e-9  # really FP16, within the FP16 gate
+    manifest = json.loads((out / "model.json").read_text())
+    assert manifest["artifacts"]["model.fp16.onnx"]["precision"] == "fp16"
+    assert manifest["artifacts"]["model.fp16.onnx"]["info"]["nodes_fp32"] > 0  # the LayerNorms stay FP32
+    from msmlp.artifacts import read_artifact
+
+    assert read_artifact(out / "model.fp16.onnx").features.names == ("stage0", "stage1")

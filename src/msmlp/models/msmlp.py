@@ -154,10 +154,15 @@ class BasicLayer(nn.Module):
         channels_first = check_shift_form(block_kw.get("shift_form", "sliced")) == "sliced"
         self.downsample = PatchEmbed(dim, 2 * dim, 2, channels_first) if downsample else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, features: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The stage's output; with ``features``, also its blocks' output before the downsample (the
+        stage's feature map), as ``(features, output)``."""
         for block in self.blocks:
             x = block(x)
-        return self.downsample(x) if self.downsample is not None else x
+        out = self.downsample(x) if self.downsample is not None else x
+        return (x, out) if features else out
 
 
 class MSMLP(nn.Module):
@@ -221,11 +226,8 @@ class MSMLP(nn.Module):
         x = self.patch_embed(x)
         found = []
         for layer in self.layers[: len(self.layers) if stages is None else stages]:
-            for block in layer.blocks:
-                x = block(x)
-            found.append(x)
-            if layer.downsample is not None:
-                x = layer.downsample(x)
+            feature, x = layer(x, True)  # through the stage module: its node scope names the stage
+            found.append(feature)
         return found
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

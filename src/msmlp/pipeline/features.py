@@ -36,6 +36,7 @@ TOLERANCES = {
     "fp32": Tolerance(max_rel=1e-4, min_cosine=0.99999),
     "bf16": Tolerance(min_cosine=0.999),
     "int8": Tolerance(min_cosine=0.99),
+    "fp16": Tolerance(min_cosine=0.999),
 }
 FIT = "letterbox"  # verification photos are letterboxed into each size (no crop: the whole picture)
 # per graph precision: (verification key, backend, hint), the keys ``--backend auto`` reads (backend table);
@@ -47,6 +48,7 @@ CHECKS = {
         ("bf16", "openvino", "bf16"),
     ],
     "int8": [("int8", "onnxruntime", "f32"), ("int8_openvino", "openvino", "bf16")],
+    "fp16": [("fp16", "onnxruntime", "f32")],
 }
 
 
@@ -70,6 +72,7 @@ def run_feature_export(opts: ExportOptions) -> ExportResult:
     profile = SizeProfile.parse(opts.dynamic_size, stride) if opts.dynamic_size else None
     layout = feature_layout(model, config, opts.out_indices, profile)  # bad indices: before any output
     plan = ["build", "export", "check", *(f"verify_{key}" for key, _, _ in CHECKS["fp32"])]
+    plan += ["fp16", *(f"verify_{key}" for key, _, _ in CHECKS["fp16"])] if opts.fp16 else []
     plan += ["calibrate", "int8", *(f"verify_{key}" for key, _, _ in CHECKS["int8"])] if opts.int8 else []
     progress = Progress(plan)
     with progress.step("build", f"build {opts.model} (stage features)") as step:
@@ -108,6 +111,8 @@ def run_feature_export(opts: ExportOptions) -> ExportResult:
         return {"check": check.to_dict()}
 
     fp32 = _committed(state, "fp32", final, export, images, "")
+    if opts.fp16:
+        _fp16(state, final, images)
     if opts.int8:
         _int8(state, final, fp32)
     _write_report(state, images)
@@ -179,6 +184,23 @@ def _committed(
             )
     state.result.artifacts[precision] = final
     return first
+
+
+def _fp16(state: _State, fp32_graph: Path, images: Sequence[Path]) -> None:
+    """FP16 (ModelOpt AutoCast; LayerNorms kept FP32 from the recorded family layout), its range check
+    run on the photos at the largest size, verified per output at every size."""
+    from msmlp.exporters.precision import convert_fp16
+
+    largest = state.layout.sizes()[-1]
+
+    def convert(stage: Path) -> dict:
+        with state.progress.step("fp16", "convert to FP16 (ModelOpt AutoCast)") as step:
+            reference = verification_inputs(state.layout, images, state.config)[largest]
+            info = convert_fp16(fp32_graph, stage, keep_fp32=state.opts.keep_fp32, reference=reference)
+            step["detail"] = f"{stage.stat().st_size / 1e6:.1f} MB"
+        return {"info": info}
+
+    _committed(state, "fp16", fp32_graph.with_name(ONNX_FILES["fp16"]), convert, images, "")
 
 
 def _int8(state: _State, fp32_graph: Path, fp32_run: dict) -> None:
@@ -292,9 +314,9 @@ def _verify_run(
     reference: dict,
     precision: str = "fp32",
 ) -> dict:
-    """One backend's comparison of every output at every size; an INT8 graph is judged by the INT8
-    tolerance whatever the hint, an FP32 graph by the BF16 one under the bf16 hint."""
-    tolerance = TOLERANCES["int8" if precision == "int8" else "bf16" if hint == "bf16" else "fp32"]
+    """One backend's comparison of every output at every size; an FP16 or INT8 graph is judged by its
+    precision's tolerance whatever the hint, an FP32 graph by the BF16 one under the bf16 hint."""
+    tolerance = TOLERANCES[precision if precision != "fp32" else "bf16" if hint == "bf16" else "fp32"]
     sizes, failures, worst = [], [], 1.0
     with open_candidate(stage, backend, hint, read_artifact(stage)) as candidate:
         for (h, w), (x, want) in reference.items():

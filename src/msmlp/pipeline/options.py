@@ -281,7 +281,7 @@ FEATURE_BATCH = (1, 1, 8)  # detection sizes: small batches
 
 
 def _check_features(opts: ExportOptions) -> None:
-    """--out-indices and --dynamic-size need --features; --features goes with FP32 and INT8 graphs
+    """--out-indices and --dynamic-size need --features; --features goes with FP32, FP16 and INT8 graphs
     (what it does not do yet is one clear line)."""
     if not opts.features:
         for flag, value in (("--out-indices", opts.out_indices), ("--dynamic-size", opts.dynamic_size)):
@@ -298,7 +298,6 @@ def _check_features(opts: ExportOptions) -> None:
     refused = [
         flag
         for flag, given in (
-            ("--fp16", opts.fp16),
             ("--target-cosine", opts.target_cosine is not None),
             ("--accuracy-search", opts.accuracy_search),
             ("--engine", opts.engine),
@@ -309,7 +308,7 @@ def _check_features(opts: ExportOptions) -> None:
     ]
     if refused:
         raise InputError(
-            f"--features exports FP32 (and with --int8 INT8) graphs verified per output; "
+            f"--features exports FP32 (and with --fp16/--int8 FP16/INT8) graphs verified per output; "
             f"{', '.join(refused)} is not supported with it yet: export without it"
         )
 
