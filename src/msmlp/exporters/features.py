@@ -12,7 +12,6 @@ per output, and the size profile) is recorded in the graph's ``msmlp.features`` 
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -27,11 +26,11 @@ from msmlp.exporters.onnx import (
     BATCH_DIM,
     TRACE_BATCH,
     _first_line,
-    _quiet_exporter,
     check_batch,
     check_opset,
     clean_graph,
     recorded_scopes,
+    run_exporter,
     save_onnx,
     set_metadata,
 )
@@ -89,24 +88,10 @@ def export_features_onnx(
         axes.update({n: {0: BATCH_DIM, 2: f"{n}_{HEIGHT_DIM}", 3: f"{n}_{WIDTH_DIM}"} for n in names})
     else:
         axes = {n: {0: BATCH_DIM} for n in (config.input_name, *names)}
-    buffer = io.BytesIO()
-    scopes_of = recorded_scopes(model)  # the family layout per node scope, as the classifier export records
-    with scopes_of as scopes, _quiet_exporter(), dynamic_sizes() if layout.dynamic else nullcontext():
-        try:
-            torch.onnx.export(
-                backbone,
-                (example,),
-                buffer,
-                dynamo=False,
-                opset_version=opset,
-                input_names=[config.input_name],
-                output_names=names,
-                dynamic_axes=axes,
-                do_constant_folding=True,
-            )
-        except Exception as exc:  # the exporter raises many types; the user needs the first line
-            raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: {_first_line(exc)}") from exc
-    graph = clean_graph(onnx.load_from_string(buffer.getvalue()))
+    dynamic = dynamic_sizes() if layout.dynamic else nullcontext()
+    with recorded_scopes(model) as scopes, dynamic:  # the family layout per node scope, as for classifiers
+        raw = run_exporter(backbone, example, opset=opset, names=([config.input_name], names), axes=axes)
+    graph = clean_graph(raw)
     _name_io_shapes(graph, config, layout)
     name = model_name or type(model).__name__
     set_metadata(

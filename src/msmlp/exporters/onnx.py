@@ -126,11 +126,33 @@ def trace_to_onnx(
     model = model.eval()
     gen = torch.Generator().manual_seed(0)
     example = torch.randn((TRACE_BATCH, *config.input_size), generator=gen)
-    buffer = io.BytesIO()
     axes = {config.input_name: {0: BATCH_DIM}, config.output_name: {0: BATCH_DIM}}
     plugin = check_shift_export(shift) == "plugin"
     forms = _plugin_forms(config) if plugin else {}
-    with _quiet_exporter(), shift_override(**forms) if plugin else nullcontext():
+    with shift_override(**forms) if plugin else nullcontext():
+        return run_exporter(
+            model,
+            example,
+            opset=opset,
+            names=([config.input_name], [config.output_name]),
+            axes=axes,
+            custom_opsets={NAMESPACE: 1} if plugin else None,
+        )
+
+
+def run_exporter(
+    model: nn.Module,
+    example: torch.Tensor,
+    *,
+    opset: int,
+    names: tuple[list[str], list[str]],
+    axes: dict[str, dict[int, str]],
+    custom_opsets: dict[str, int] | None = None,
+) -> onnx.ModelProto:
+    """The TorchScript exporter in memory, its warnings to the debug log, any failure one ExportError line.
+    ``names``: the input and the output names."""
+    buffer = io.BytesIO()
+    with _quiet_exporter():
         try:
             torch.onnx.export(
                 model,
@@ -138,11 +160,11 @@ def trace_to_onnx(
                 buffer,
                 dynamo=False,
                 opset_version=opset,
-                input_names=[config.input_name],
-                output_names=[config.output_name],
+                input_names=names[0],
+                output_names=names[1],
                 dynamic_axes=axes,
                 do_constant_folding=True,
-                custom_opsets={NAMESPACE: 1} if plugin else None,
+                custom_opsets=custom_opsets,
             )
         except Exception as exc:  # the exporter raises many types; the user needs the first line
             raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: {_first_line(exc)}") from exc

@@ -181,6 +181,18 @@ def fused(name: str, x: torch.Tensor) -> Callable[..., torch.Tensor] | None:
     return None
 
 
+# ------------------------------------------------------------------------------------ feature info
+
+
+def pyramid_feature_info(prefix: str, dims: Sequence[int], first_stride: int) -> list[dict]:
+    """timm's ``feature_info`` for a pyramid whose stage ``i`` (module ``<prefix>.<i>``) outputs
+    ``dims[i]`` channels at stride ``first_stride * 2**i``."""
+    return [
+        {"module": f"{prefix}.{i}", "num_chs": dim, "reduction": first_stride * 2**i}
+        for i, dim in enumerate(dims)
+    ]
+
+
 # ----------------------------------------------------------------------------------------- init
 
 

@@ -25,7 +25,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from msmlp.models.family import BlockSpec, FamilySpec
-from msmlp.models.layers import SHIFT_FORMS, check_shift_form, fused, init_linear, roll_reference, roll_sliced
+from msmlp.models.layers import (
+    SHIFT_FORMS,
+    check_shift_form,
+    fused,
+    init_linear,
+    pyramid_feature_info,
+    roll_reference,
+    roll_sliced,
+)
 from msmlp.models.registry import DeployConfig, register_family, register_model
 
 PAPER = "Zheng et al. 2022, arXiv 2202.06510"
@@ -211,13 +219,8 @@ class MSMLP(nn.Module):
 
     @property
     def feature_info(self) -> list[dict]:
-        """Per stage, what :meth:`forward_stages` returns (timm's ``feature_info``): the module, the
-        channels and the stride (``reduction``) of its N,C,H,W output."""
-        patch = self.patch_embed.proj.stride[0]
-        return [
-            {"module": f"layers.{i}", "num_chs": dim, "reduction": patch * 2**i}
-            for i, dim in enumerate(self.dims)
-        ]
+        """Per stage, what :meth:`forward_stages` returns (:func:`pyramid_feature_info`)."""
+        return pyramid_feature_info("layers", self.dims, self.patch_embed.proj.stride[0])
 
     def forward_stages(self, x: torch.Tensor, stages: int | None = None) -> list[torch.Tensor]:
         """The output of each stage's blocks, before the next stage's patch embed: N,C,H,W at strides

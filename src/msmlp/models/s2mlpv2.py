@@ -29,6 +29,7 @@ from msmlp.models.layers import (
     fused,
     grid_size,
     init_linear,
+    pyramid_feature_info,
 )
 from msmlp.models.registry import DeployConfig, register_family, register_model
 
@@ -218,13 +219,8 @@ class S2MLPv2(nn.Module):
 
     @property
     def feature_info(self) -> list[dict]:
-        """Per stage, what :meth:`forward_stages` returns (timm's ``feature_info``): the module, the
-        channels and the stride (``reduction``) of its N,C,H,W output."""
-        patch = self.patch_embed.proj.stride[0]
-        return [
-            {"module": f"stages.{i}", "num_chs": dim, "reduction": patch * 2**i}
-            for i, dim in enumerate(self.dims)
-        ]
+        """Per stage, what :meth:`forward_stages` returns (:func:`pyramid_feature_info`)."""
+        return pyramid_feature_info("stages", self.dims, self.patch_embed.proj.stride[0])
 
     def forward_stages(self, x: torch.Tensor, stages: int | None = None) -> list[torch.Tensor]:
         """Each stage's output as N,C,H,W, at strides 7 and 14, without the classifier's final LayerNorm

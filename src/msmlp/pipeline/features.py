@@ -27,7 +27,7 @@ from msmlp.fileio import write_text_atomic
 from msmlp.log import logger
 from msmlp.pipeline.options import ExportOptions
 from msmlp.pipeline.progress import Progress
-from msmlp.pipeline.state import ExportResult
+from msmlp.pipeline.state import ExportResult, open_manifest
 from msmlp.verify.stats import ParityStats, Tolerance, compare
 
 REPORT = "verify_features.json"
@@ -57,12 +57,10 @@ def run_feature_export(opts: ExportOptions) -> ExportResult:
     ``opts.out_dir``; ``opts`` are checked already."""
     from msmlp.exporters.check import check_graph
     from msmlp.exporters.features import export_features_onnx, feature_layout
-    from msmlp.manifest import Manifest, tool_versions
     from msmlp.models.features import FeatureBackbone
     from msmlp.models.weights import load_for_deploy
     from msmlp.pipeline.images import verification_images
     from msmlp.pipeline.options import deploy_config
-    from msmlp.runtime.registry import distributions
 
     out = opts.out_dir
     result = ExportResult(out=out)
@@ -77,15 +75,7 @@ def run_feature_export(opts: ExportOptions) -> ExportResult:
     progress = Progress(plan)
     with progress.step("build", f"build {opts.model} (stage features)") as step:
         step["detail"] = ", ".join(f"{o.name} {o.channels}ch /{o.stride}" for o in layout.outputs)
-    manifest = Manifest.open(
-        out,
-        model=opts.model,
-        config=config,
-        weights=model.weights_info,
-        opset=opts.opset,
-        batch=opts.batch,
-        versions=tool_versions(distributions()),
-    )
+    manifest = open_manifest(opts, model)
     result.manifest = manifest
     state = _State(opts, model, config, layout, progress, result, [])
     final = out / ONNX_FILES["fp32"]

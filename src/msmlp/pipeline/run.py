@@ -9,15 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from msmlp.artifacts import ONNX_FILES
-from msmlp.manifest import Manifest, tool_versions
+from msmlp.manifest import Manifest
 from msmlp.models.config import DeployConfig
 from msmlp.pipeline.images import verification_images
 from msmlp.pipeline.options import ExportOptions, check_options, deploy_config
 from msmlp.pipeline.progress import Progress
-from msmlp.pipeline.state import ExportResult, RunState
+from msmlp.pipeline.state import ExportResult, RunState, open_manifest
 from msmlp.pipeline.steps import backend_steps, engine_step, export_fp32, fp16_step, int8_step
 from msmlp.pipeline.verification import backend_verifications
-from msmlp.runtime.registry import distributions
 
 __all__ = ["ExportResult", "plan_steps", "run_export"]
 
@@ -39,15 +38,7 @@ def run_export(options: ExportOptions) -> ExportResult:
         from msmlp.pipeline.accuracy import open_val
 
         open_val(opts.val, config).check_classes(config.num_classes, opts.model)
-    manifest = Manifest.open(
-        out,
-        model=opts.model,
-        config=config,
-        weights=model.weights_info,
-        opset=opts.opset,
-        batch=opts.batch,
-        versions=tool_versions(distributions()),
-    )
+    manifest = open_manifest(opts, model)
     result.manifest = manifest
     reuse = opts.reuse and _reusable_fp32(manifest, opts)
     run = RunState(opts, model, config, manifest, Progress(plan_steps(opts, reuse)), result)

@@ -44,3 +44,20 @@ class RunState:
     @property
     def out(self) -> Path:
         return self.result.out
+
+
+def open_manifest(opts: ExportOptions, model: nn.Module) -> Manifest:
+    """``model.json`` in ``opts.out_dir`` for the model being exported (:meth:`Manifest.open` keeps what an
+    earlier run of the same model, weights, opset and profile verified there)."""
+    from msmlp.manifest import tool_versions
+    from msmlp.runtime.registry import distributions
+
+    return Manifest.open(
+        opts.out_dir,
+        model=opts.model,
+        config=model.deploy_config,
+        weights=model.weights_info,
+        opset=opts.opset,
+        batch=opts.batch,  # type: ignore[arg-type]  # set by check_options
+        versions=tool_versions(distributions()),
+    )
