@@ -77,8 +77,7 @@ class Predictor:
     @property
     def feature_layout(self) -> FeatureLayout | None:
         """The outputs and sizes of a feature export (``msmlp-export --features``); None for a classifier."""
-        artifact = self.backend.info.artifact
-        return artifact.features if artifact is not None else None
+        return self.backend.info.features
 
     def logits(self, array: np.ndarray) -> np.ndarray:
         """N,C,H,W float32 (already preprocessed) -> N,classes logits, in chunks the backend accepts."""

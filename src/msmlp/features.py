@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from msmlp.errors import InputError
 
 META_KEY = "features"  # graph metadata msmlp.features: FeatureLayout.to_dict() as JSON
 OUTPUT_PREFIX = "stage"
+BATCH_DIM, HEIGHT_DIM, WIDTH_DIM = "batch", "height", "width"  # the named axes of a feature graph
 FIT_MODES = ("pad", "letterbox")
 _SIZE = re.compile(r"^\s*(\d+)(?:\s*[xX]\s*(\d+))?\s*$")
 
@@ -175,18 +176,29 @@ class FeatureLayout:
             return self.profile.sizes()
         return [tuple(self.size)] if self.size else []  # type: ignore[list-item]
 
+    @property
+    def opt_size(self) -> tuple[int, int]:
+        """The size runtimes tune for and INT8 calibrates at: the profile's opt, or the one fixed size."""
+        size = self.profile.opt if self.profile is not None else self.size
+        if size is None:
+            raise InputError("the feature layout records neither a size nor a size profile")
+        return tuple(size)  # type: ignore[return-value]
+
+    def input_dims(self) -> list[int | str]:
+        """H and W of the input: the named axes ``height``/``width`` when dynamic, else the fixed size."""
+        return [HEIGHT_DIM, WIDTH_DIM] if self.dynamic else list(self.opt_size)
+
+    def output_dims(self, out: FeatureOutput) -> list[int | str]:
+        """h and w of output ``out``: ``<name>_height``/``<name>_width`` when dynamic, else the size
+        divided by its stride."""
+        if self.dynamic:
+            return [f"{out.name}_{HEIGHT_DIM}", f"{out.name}_{WIDTH_DIM}"]
+        h, w = self.opt_size
+        return [h // out.stride, w // out.stride]
+
     def to_dict(self) -> dict[str, Any]:
         return {
-            "outputs": [
-                {
-                    "name": o.name,
-                    "stage": o.stage,
-                    "channels": o.channels,
-                    "stride": o.stride,
-                    "module": o.module,
-                }
-                for o in self.outputs
-            ],
+            "outputs": [asdict(o) for o in self.outputs],
             "stride": self.stride,
             "size": list(self.size) if self.size else None,
             "size_profile": self.profile.to_dict() if self.profile else None,
@@ -274,9 +286,7 @@ def placement(
     h, w = image_hw
     stride = layout.stride
     if layout.profile is None or fit == "letterbox":
-        target = size or (layout.profile.opt if layout.profile else layout.size)
-        if target is None:
-            raise InputError("the graph records no input size; give size=(H, W)")
+        target = size or layout.opt_size
         layout.check_size(*target)
         scale = min(target[0] / h, target[1] / w)
         resized = (max(1, min(target[0], round(h * scale))), max(1, min(target[1], round(w * scale))))

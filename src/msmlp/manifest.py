@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from msmlp.artifacts import FORMAT, MANIFEST, ONNX_FILES, read_json
+from msmlp.features import BATCH_DIM, FeatureLayout
 from msmlp.fileio import file_sha256, write_text_atomic
 from msmlp.models.config import DeployConfig
 
@@ -112,29 +113,16 @@ class Manifest:
         on OpenVINO); ``summary["file"]`` names the graph, so the entry is dropped with that file."""
         self._data["verification"][key] = dict(summary)
 
-    def record_features(self, layout: Mapping[str, Any]) -> None:
+    def record_features(self, layout: FeatureLayout) -> None:
         """A feature export: its named outputs (channels, stride per output, like timm's
-        ``feature_info``) and input sizes replace the classifier's one logits output."""
+        ``feature_info``) and input sizes replace the classifier's one logits output; the shapes are the
+        ones the graph's own inputs and outputs declare."""
         self._data.pop("output", None)
-        self._data["features"] = dict(layout)
-        dynamic = layout.get("size_profile") is not None
-        size = ["height", "width"] if dynamic else list(layout.get("size") or ())
-        self._data["input"]["shape"] = ["batch", self._data["input"]["shape"][1], *size]
+        self._data["features"] = layout.to_dict()
+        self._data["input"]["shape"] = [BATCH_DIM, self._data["input"]["shape"][1], *layout.input_dims()]
         self._data["outputs"] = [
-            {
-                "name": o["name"],
-                "shape": [
-                    "batch",
-                    o["channels"],
-                    *(
-                        [f"{o['name']}_height", f"{o['name']}_width"]
-                        if dynamic
-                        else [size[0] // o["stride"], size[1] // o["stride"]]
-                    ),
-                ],
-                "dtype": "float32",
-            }
-            for o in layout["outputs"]
+            {"name": o.name, "shape": [BATCH_DIM, o.channels, *layout.output_dims(o)], "dtype": "float32"}
+            for o in layout.outputs
         ]
 
     def record_timings(self, timings: Mapping[str, float]) -> None:

@@ -97,23 +97,21 @@ def make_batch(
 def input_size(backend: Backend, size: tuple[int, int] | None) -> tuple[int, int] | None:
     """The H, W to time: ``size`` checked against a feature graph's sizes (default: its profile's opt size,
     or its one size); None for a classifier, which runs at its fixed size."""
-    artifact = backend.info.artifact
-    layout = artifact.features if artifact is not None else None
+    layout = backend.info.features
     if layout is None:
         fixed = tuple(backend.input_shape[2:])
         if size is not None and tuple(size) != fixed:
             raise InputError(f"--size {size[0]}x{size[1]}: this graph runs at {fixed} only (no dynamic H/W)")
         return None
-    chosen = tuple(size) if size is not None else (layout.profile.opt if layout.dynamic else layout.size)
-    layout.check_size(*chosen, "the graph")  # type: ignore[misc]
+    chosen = tuple(size) if size is not None else layout.opt_size
+    layout.check_size(*chosen, "the graph")
     return chosen  # type: ignore[return-value]
 
 
 def runner(backend: Backend) -> Callable[[np.ndarray], Any]:
     """One timed call: the logits, or every named output of a feature graph (one output alone would let
     ONNX Runtime skip the later stages)."""
-    artifact = backend.info.artifact
-    layout = artifact.features if artifact is not None else None
+    layout = backend.info.features
     if layout is None:
         return backend
     names = layout.names

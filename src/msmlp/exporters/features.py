@@ -35,14 +35,12 @@ from msmlp.exporters.onnx import (
     set_metadata,
 )
 from msmlp.exporters.onnx_io import layout_metadata
-from msmlp.features import META_KEY, FeatureLayout, SizeProfile
+from msmlp.features import HEIGHT_DIM, META_KEY, WIDTH_DIM, FeatureLayout, SizeProfile
 from msmlp.models.config import DeployConfig
 from msmlp.models.family import family_layout
 from msmlp.models.features import FeatureBackbone
 from msmlp.models.layers import dynamic_sizes
 from msmlp.models.registry import get_family
-
-HEIGHT_DIM, WIDTH_DIM = "height", "width"
 
 
 def feature_layout(
@@ -77,8 +75,7 @@ def export_features_onnx(
     check_opset(opset)
     batch = check_batch(batch)
     backbone = FeatureBackbone(model, [o.stage for o in layout.outputs]).eval()
-    size = layout.profile.opt if layout.profile is not None else layout.size
-    assert size is not None
+    size = layout.opt_size
     example = torch.randn(
         (TRACE_BATCH, config.input_size[0], *size), generator=torch.Generator().manual_seed(0)
     )
@@ -117,7 +114,6 @@ def _name_io_shapes(graph: onnx.ModelProto, config: DeployConfig, layout: Featur
     """Write the input's and every output's shape out: ``batch`` and, when dynamic, ``height``/``width``
     (``<output>_height``...) as named axes, channels and fixed sizes as numbers (onnxslim's shape
     inference leaves some of them as generated names)."""
-    size = layout.size
 
     def write(value: onnx.ValueInfoProto, dims: Sequence[int | str]) -> None:
         shape = value.type.tensor_type.shape
@@ -130,13 +126,8 @@ def _name_io_shapes(graph: onnx.ModelProto, config: DeployConfig, layout: Featur
                 entry.dim_value = d
 
     (feed,) = graph.graph.input
-    spatial = [HEIGHT_DIM, WIDTH_DIM] if layout.dynamic else list(size or ())
-    write(feed, [BATCH_DIM, config.input_size[0], *spatial])
+    write(feed, [BATCH_DIM, config.input_size[0], *layout.input_dims()])
     by_name = {o.name: o for o in layout.outputs}
     for value in graph.graph.output:
         out = by_name[value.name]
-        if layout.dynamic:
-            dims: list[int | str] = [f"{out.name}_{HEIGHT_DIM}", f"{out.name}_{WIDTH_DIM}"]
-        else:
-            dims = [size[0] // out.stride, size[1] // out.stride]  # type: ignore[index]
-        write(value, [BATCH_DIM, out.channels, *dims])
+        write(value, [BATCH_DIM, out.channels, *layout.output_dims(out)])

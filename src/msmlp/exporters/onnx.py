@@ -28,6 +28,7 @@ import torch.nn as nn
 from msmlp.errors import ExportError, InputError
 from msmlp.exporters.check import op_counts
 from msmlp.exporters.onnx_io import layout_metadata
+from msmlp.features import BATCH_DIM
 from msmlp.fileio import atomic_path
 from msmlp.log import logger
 from msmlp.models.family import family_layout
@@ -38,7 +39,6 @@ from msmlp.plugins.onnx_nodes import EDGE_SHIFT, GROUP_ROLL, NAMESPACE, PATTERNS
 DEFAULT_OPSET = 17
 MIN_OPSET = 17  # LayerNormalization is a single node from opset 17 on
 MAX_OPSET = 20  # the highest opset the TorchScript exporter writes
-BATCH_DIM = "batch"
 TRACE_BATCH = 2  # not 1, so that no size-1 broadcast is baked into the trace
 PROTOBUF_LIMIT = 2**31 - 1
 META_PREFIX = "msmlp."

@@ -108,7 +108,7 @@ def run_feature_export(opts: ExportOptions) -> ExportResult:
     _write_report(state, images)
     result.artifacts["fp32"] = final
     result.feature_runs = state.runs
-    manifest.record_features(layout.to_dict())
+    manifest.record_features(layout)
     manifest.record_timings(progress.timings)
     manifest.record_skipped(result.skipped)
     manifest.write()
@@ -202,8 +202,7 @@ def _int8(state: _State, fp32_graph: Path, fp32_run: dict) -> None:
 
     opts, layout = state.opts, state.layout
     calib_files, held_out, note = int8_image_split(opts.calib, opts.images)
-    size = layout.profile.opt if layout.profile is not None else layout.size
-    assert size is not None
+    size = layout.opt_size
     with state.progress.step(
         "calibrate",
         f"calibration batch ({opts.calib_size} inputs at {size[0]}x{size[1]}, {len(calib_files)} images)",

@@ -20,6 +20,7 @@ import numpy as np
 
 from msmlp.artifacts import UNBOUNDED, ArtifactInfo
 from msmlp.errors import InputError, InternalError
+from msmlp.features import FeatureLayout
 from msmlp.models.config import DeployConfig
 
 TIMES_KEPT = 1024  # recent call times kept per backend (a long-running service must not grow without bound)
@@ -53,6 +54,11 @@ class BackendInfo:
             synthetic=artifact.synthetic,
             **values,
         )
+
+    @property
+    def features(self) -> FeatureLayout | None:
+        """The outputs and sizes of a feature graph (``msmlp-export --features``); None for a classifier."""
+        return self.artifact.features if self.artifact is not None else None
 
     def to_dict(self) -> dict[str, Any]:
         found = {

@@ -284,8 +284,7 @@ class DynamicBatcher:
             self.backend.load()
             self._owns_backend = True
         shape = tuple(int(d) for d in self.backend.input_shape[1:])
-        artifact = self.backend.info.artifact
-        self._features = artifact.features if artifact is not None else None
+        self._features = self.backend.info.features
         dynamic = self._features is not None and self._features.dynamic
         if any(d < 1 for d in (shape[:1] if dynamic else shape)):
             raise InputError(

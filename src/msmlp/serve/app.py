@@ -99,7 +99,7 @@ class Service:
             self.batcher.start()
             info = self.backend.info
             self.model_name = self._given_name or info.model or "model"
-            self.features = info.artifact.features if info.artifact is not None else None
+            self.features = info.features
             self.config = self._settle_config(info.config)
             self._warm_up()
         except BaseException as exc:
@@ -125,7 +125,7 @@ class Service:
         from PIL import Image
 
         if self.features is not None:  # one input at the size runtimes tune for
-            h, w = self.features.profile.opt if self.features.dynamic else self.features.size
+            h, w = self.features.opt_size
             self.batcher.submit(np.zeros((self.backend.input_shape[1], h, w), np.float32)).result(timeout=600)
             return
         buffer = io.BytesIO()

@@ -145,10 +145,10 @@ def output_dims(service: Service) -> list[tuple[str, list[int]]]:
     layout = service.features
     if layout is None:
         return [(service.backend.info.output_name, [service.num_classes])]
-    if layout.dynamic:
-        return [(o.name, [o.channels, -1, -1]) for o in layout.outputs]
-    h, w = layout.size  # type: ignore[misc]
-    return [(o.name, [o.channels, h // o.stride, w // o.stride]) for o in layout.outputs]
+    return [
+        (o.name, [o.channels, *(d if isinstance(d, int) else -1 for d in layout.output_dims(o))])
+        for o in layout.outputs
+    ]
 
 
 def model_config(service: Service) -> dict[str, Any]:
