@@ -411,3 +411,27 @@ def test_fp16_features_are_verified_at_every_size(exported_features):
     from msmlp.artifacts import read_artifact
 
     assert read_artifact(out / "model.fp16.onnx").features.names == ("stage0", "stage1")
+
+
+def test_feature_maps_come_in_chunks_the_backend_takes(exported_features):
+    """run_in_batches serves logits and named outputs alike: 11 inputs in chunks of 4, the same maps as
+    one call per input."""
+    from msmlp.runtime.base import run_in_batches
+
+    out, _ = exported_features
+    x = np.random.default_rng(3).standard_normal((11, 3, 112, 140), dtype=np.float32)
+    with OnnxRuntimeBackend(out / "model.onnx") as backend:
+        got = run_in_batches(backend, x, 4, outputs=("stage0", "stage1"))
+        for i in (0, 5, 10):
+            one = backend.infer({"input": x[i : i + 1]}, outputs=("stage0", "stage1"))
+            for name in ("stage0", "stage1"):
+                assert got[name].shape[0] == 11
+                np.testing.assert_allclose(got[name][i], one[name][0], rtol=1e-5, atol=1e-5)
+    with msmlp.load(out / "model.onnx", backend="onnxruntime") as predictor:
+        maps = predictor.feature_maps(x)
+        assert {k: v.shape for k, v in maps.items()} == {
+            "stage0": (11, 32, 16, 20),
+            "stage1": (11, 64, 8, 10),
+        }
+        with pytest.raises(InputError, match="feature export"):
+            predictor.logits(x)

@@ -81,11 +81,7 @@ class Predictor:
 
     def logits(self, array: np.ndarray) -> np.ndarray:
         """N,C,H,W float32 (already preprocessed) -> N,classes logits, in chunks the backend accepts."""
-        if self.feature_layout is not None:
-            raise InputError(
-                f"{self._where()} is a feature export (outputs {', '.join(self.feature_layout.names)}), not a "
-                "classifier; call .features(images) or .feature_maps(array)"
-            )
+        self._classifier()
         return run_in_batches(self.backend, np.asarray(array, dtype=np.float32), MAX_CHUNK)
 
     def feature_maps(self, array: np.ndarray) -> dict[str, np.ndarray]:
@@ -95,18 +91,7 @@ class Predictor:
         if array.ndim != 4:
             raise InputError(f"feature_maps takes an N,3,H,W array, got shape {array.shape}")
         layout.check_size(int(array.shape[2]), int(array.shape[3]), self._where())
-        lo, hi = self.backend.batch_range
-        parts = []
-        for start in range(0, len(array), max(1, min(hi, MAX_CHUNK))):
-            chunk = array[start : start + hi]
-            pad = max(0, lo - len(chunk))
-            padded = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)]) if pad else chunk
-            out = self.backend.infer({self.backend.input_name: padded}, outputs=layout.names)
-            missing = [n for n in layout.names if n not in out]
-            if missing:
-                raise InputError(f"the {self.backend.name} backend returned no output {missing[0]!r}")
-            parts.append({n: out[n][: len(chunk)] for n in layout.names})
-        return {n: np.concatenate([p[n] for p in parts]) for n in layout.names}
+        return run_in_batches(self.backend, array, MAX_CHUNK, outputs=layout.names)
 
     def features(
         self,
@@ -136,6 +121,14 @@ class Predictor:
                 found[i] = Features({n: m[row] for n, m in maps.items()}, places[i])
         return found  # type: ignore[return-value]
 
+    def _classifier(self) -> None:
+        """The one clear error for asking a feature export for classes or logits."""
+        if self.feature_layout is not None:
+            raise InputError(
+                f"{self._where()} is a feature export (outputs {', '.join(self.feature_layout.names)}), not a "
+                "classifier; call .features(images) or .feature_maps(array)"
+            )
+
     def _layout(self) -> FeatureLayout:
         layout = self.feature_layout
         if layout is None:
@@ -151,8 +144,7 @@ class Predictor:
     def predict(self, images: Sequence[str | Path | bytes | Any], k: int = 5) -> list[list[Prediction]]:
         """Image files, bytes or PIL images -> the top-``k`` classes of each, named by the model's own
         labels (recorded at export with ``--labels``) or ImageNet's."""
-        if self.feature_layout is not None:
-            self.logits(np.zeros((0,), np.float32))  # the one clear error for a feature export
+        self._classifier()
         pictures = [load_image(im) if isinstance(im, (str, Path, bytes)) else im for im in images]
         return topk(self.logits(preprocess(pictures, self.config)), k, self.config.labels)
 

@@ -249,17 +249,28 @@ def _fmt(shape: tuple[int, ...]) -> str:
     return "(" + ", ".join("N" if d == -1 else str(d) for d in shape) + ")"
 
 
-def run_in_batches(backend: Backend, inputs: np.ndarray, max_batch: int = 32) -> np.ndarray:
+def run_in_batches(
+    backend: Backend, inputs: np.ndarray, max_batch: int = 32, outputs: Sequence[str] | None = None
+) -> Any:
     """Logits for any number of inputs, in batches the backend accepts (at most ``max_batch``); a short
-    last batch is padded up to the backend's minimum batch and the padding dropped again."""
+    last batch is padded up to the backend's minimum batch and the padding dropped again. With
+    ``outputs`` (a feature graph's output names): a dict of each of those outputs, batched the same way."""
     lo, hi = backend.batch_range
     step = max(lo, min(hi, max_batch))
-    outs = []
+    parts: list[dict[str | None, np.ndarray]] = []
     for start in range(0, len(inputs), step):
         chunk = inputs[start : start + step]
         pad = max(0, lo - len(chunk))
         padded = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)]) if pad else chunk
-        outs.append(backend(padded)[: len(chunk)])
-    if not outs:
+        if outputs is None:
+            parts.append({None: backend(padded)[: len(chunk)]})
+            continue
+        found = backend.infer({backend.input_name: padded}, outputs=outputs)
+        missing = [n for n in outputs if n not in found]
+        if missing:
+            raise InputError(f"the {backend.name} backend returned no output {missing[0]!r}")
+        parts.append({n: found[n][: len(chunk)] for n in outputs})
+    if not parts:
         raise InputError("no inputs given")
-    return np.concatenate(outs)
+    merged = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    return merged[None] if outputs is None else merged
