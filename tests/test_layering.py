@@ -54,6 +54,7 @@ PEER_IMPORTS: set[tuple[str, str]] = {
     ("__init__", "lazy"),  # ... and loads its other names on first use
     ("optionspec", "errors"),  # a bad option value is an InputError
     ("features", "errors"),  # a size outside the profile is an InputError
+    ("features", "optionspec"),  # a profile's sizes parse as --input-size does
     ("hostcpu", "errors"),  # an unknown MSMLP_CPU_MASK name is an InputError
     ("extras", "errors"),  # a missing extra is a MissingDependencyError
     ("artifacts", "onnxproto"),  # an artefact's description is read from its ONNX header without onnx

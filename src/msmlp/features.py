@@ -12,18 +12,17 @@ a size; the :class:`Placement` of each says what was done, so boxes and masks ma
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from msmlp.errors import InputError
+from msmlp.optionspec import parse_input_size
 
 META_KEY = "features"  # graph metadata msmlp.features: FeatureLayout.to_dict() as JSON
 OUTPUT_PREFIX = "stage"
 BATCH_DIM, HEIGHT_DIM, WIDTH_DIM = "batch", "height", "width"  # the named axes of a feature graph
 FIT_MODES = ("pad", "letterbox")
-_SIZE = re.compile(r"^\s*(\d+)(?:\s*[xX]\s*(\d+))?\s*$")
 
 
 def output_name(stage: int) -> str:
@@ -43,14 +42,6 @@ class FeatureOutput:
     def shape(self, batch: int, height: int, width: int) -> tuple[int, int, int, int]:
         """The N,C,H,W shape of this output for an input of ``height`` x ``width`` (multiples of the stride)."""
         return batch, self.channels, height // self.stride, width // self.stride
-
-
-def parse_size(text: str, option: str) -> tuple[int, int]:
-    found = _SIZE.match(text) if text.isascii() else None
-    if not found or int(found.group(1)) < 1 or int(found.group(2) or 1) < 1:
-        raise InputError(f"{option} {text!r} must be SIDE or HEIGHTxWIDTH in pixels, e.g. 512 or 800x1344")
-    h = int(found.group(1))
-    return h, int(found.group(2) or h)
 
 
 @dataclass(frozen=True)
@@ -82,7 +73,7 @@ class SizeProfile:
                 f"{option} {text!r} must be MIN,OPT,MAX sizes, each SIDE or HEIGHTxWIDTH, e.g. "
                 f"{default_profile(stride).text()}"
             )
-        lo, opt, hi = (parse_size(p, option) for p in parts)
+        lo, opt, hi = (parse_input_size(p, option) for p in parts)
         return cls(lo, opt, hi, stride)
 
     def text(self) -> str:

@@ -17,7 +17,8 @@ from typing import Any
 
 import onnx
 
-from msmlp.errors import ExportError
+from msmlp.errors import ExportError, InputError
+from msmlp.features import META_KEY, FeatureLayout
 
 # Ops the TensorRT ONNX parser imports and that are fine in an inference graph. Q/DQ and Cast are here
 # for the FP16/INT8 graphs that ModelOpt writes.
@@ -155,14 +156,14 @@ def batch_axis_dynamic(graph: onnx.ModelProto) -> list[str]:
 
 
 def _declares_size_profile(graph: onnx.ModelProto) -> bool:
-    """Whether the graph's ``msmlp.features`` metadata records a size profile (dynamic H and W)."""
-    import json
-
-    text = next((p.value for p in graph.metadata_props if p.key == "msmlp.features"), None)
+    """Whether the graph's ``msmlp.features`` metadata records a size profile (dynamic H and W); unreadable
+    metadata declares none, so the dynamic axes are reported."""
+    text = next((p.value for p in graph.metadata_props if p.key == f"msmlp.{META_KEY}"), None)
     try:
-        return bool(text) and json.loads(text).get("size_profile") is not None
-    except (ValueError, AttributeError):
+        layout = FeatureLayout.from_metadata(text)
+    except InputError:
         return False
+    return layout is not None and layout.dynamic
 
 
 def io_types_supported(graph: onnx.ModelProto) -> list[str]:
