@@ -77,15 +77,17 @@ def build_engine(
     inspector); by default the plan carries the layer names only.
     """
     onnx_path, plan_path = Path(onnx_path), Path(plan_path)
-    features = read_artifact(onnx_path).features if Path(onnx_path).is_file() else None
-    dynamic = features is not None and features.dynamic
-    sample = check_build_args(onnx_path, batch, input_shape, workspace_gib, opt_level, plugins, dynamic)
+    info = read_artifact(onnx_path) if onnx_path.is_file() else None  # missing: check_build_args says so
+    sizes = info.features.profile if info is not None and info.features is not None else None
+    sample = check_build_args(
+        onnx_path, batch, input_shape, workspace_gib, opt_level, plugins, sizes is not None
+    )
+    assert info is not None
     ok, reason = tensorrt_available(device)
     if not ok:
         raise MissingDependencyError(f"cannot build a TensorRT engine: {reason}")
     trt = import_tensorrt()
-    info = read_artifact(onnx_path)
-    shapes = profile_shapes(batch, sample, info.features.profile if info.features else None)
+    shapes = profile_shapes(batch, sample, sizes)
     set_device(device)
     start = time.perf_counter()
     libraries = load_plugins(plugins, shift_plugins=shift_plugins)
