@@ -4,16 +4,18 @@ size it is exported for.
 Steps: build the model, export the feature graph (:mod:`msmlp.exporters.features`), check it (no Roll,
 Scatter or control flow; dynamic H/W only with a size profile), then compare every output against
 PyTorch FP32 on real photos letterboxed to each size of the profile (min, opt, max), on ONNX Runtime and
-OpenVINO in FP32 and on OpenVINO with the BF16 hint where the CPU has it. An FP32 failure at any size
-stops the export (the graph is not kept); a BF16 failure is recorded, so ``--backend auto`` never picks
-it. ``verify_features.json`` holds every figure; ``model.json`` the layout and the summaries.
+OpenVINO in FP32 and on OpenVINO with the BF16 hint where the CPU has it; with ``--fp16`` and ``--int8``
+the converted graphs the same way (INT8 on held-out photos, calibrated at the opt size). A failure on
+ONNX Runtime at any size stops the export (that graph is not kept); one on another backend is recorded,
+so ``--backend auto`` never picks it. ``verify_features.json`` holds every figure; ``model.json`` the
+layout and the summaries.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +55,8 @@ CHECKS = {
 
 
 def run_feature_export(opts: ExportOptions) -> ExportResult:
-    """Export, check and verify the feature graph (and with ``--int8`` its INT8 version) in
-    ``opts.out_dir``; ``opts`` are checked already."""
+    """Export, check and verify the feature graph (and with ``--fp16``/``--int8`` its FP16/INT8
+    versions) in ``opts.out_dir``; ``opts`` are checked already."""
     from msmlp.exporters.check import check_graph
     from msmlp.exporters.features import export_features_onnx, feature_layout
     from msmlp.models.features import FeatureBackbone
@@ -77,7 +79,7 @@ def run_feature_export(opts: ExportOptions) -> ExportResult:
         step["detail"] = ", ".join(f"{o.name} {o.channels}ch /{o.stride}" for o in layout.outputs)
     manifest = open_manifest(opts, model)
     result.manifest = manifest
-    state = _State(opts, model, config, layout, progress, result, [])
+    state = _State(opts, model, config, layout, progress, result)
     final = out / ONNX_FILES["fp32"]
     images = verification_images(opts.images)
 
@@ -100,11 +102,11 @@ def run_feature_export(opts: ExportOptions) -> ExportResult:
             step["detail"] = check.summary()
         return {"check": check.to_dict()}
 
-    fp32 = _committed(state, "fp32", final, export, images, "")
+    _committed(state, "fp32", final, export, images, "")
     if opts.fp16:
         _fp16(state, final, images)
     if opts.int8:
-        _int8(state, final, fp32)
+        _int8(state, final)
     _write_report(state, images)
     result.artifacts["fp32"] = final
     result.feature_runs = state.runs
@@ -124,7 +126,16 @@ class _State:
     layout: FeatureLayout
     progress: Progress
     result: ExportResult
-    runs: list[dict]
+    runs: list[dict] = field(default_factory=list)
+    references: dict[tuple[Path, ...], dict] = field(default_factory=dict)
+
+    def reference(self, images: Sequence[Path]) -> dict:
+        """PyTorch FP32's outputs on ``images`` at every size (with the inputs), computed once per image
+        set: the FP32 and FP16 graphs are judged on the same photos."""
+        key = tuple(images)
+        if key not in self.references:
+            self.references[key] = _reference_features(self.model, self.layout, images, self.config)
+        return self.references[key]
 
 
 def _committed(
@@ -136,7 +147,7 @@ def _committed(
     stage = final.with_name(f".{final.stem}.unverified{final.suffix}")
     try:
         info = make(stage)
-        reference = _reference_features(state.model, state.layout, images, state.config)
+        reference = state.reference(images)
         runs = []
         for key, backend, hint in CHECKS[precision]:
             title = f"verify every output of the {precision.upper()} graph against PyTorch FP32 ({backend}, {hint})"
@@ -185,15 +196,15 @@ def _fp16(state: _State, fp32_graph: Path, images: Sequence[Path]) -> None:
 
     def convert(stage: Path) -> dict:
         with state.progress.step("fp16", "convert to FP16 (ModelOpt AutoCast)") as step:
-            reference = verification_inputs(state.layout, images, state.config)[largest]
-            info = convert_fp16(fp32_graph, stage, keep_fp32=state.opts.keep_fp32, reference=reference)
+            inputs, _ = state.reference(images)[largest]  # the photos as FP32 was verified on them
+            info = convert_fp16(fp32_graph, stage, keep_fp32=state.opts.keep_fp32, reference=inputs)
             step["detail"] = f"{stage.stat().st_size / 1e6:.1f} MB"
         return {"info": info}
 
     _committed(state, "fp16", fp32_graph.with_name(ONNX_FILES["fp16"]), convert, images, "")
 
 
-def _int8(state: _State, fp32_graph: Path, fp32_run: dict) -> None:
+def _int8(state: _State, fp32_graph: Path) -> None:
     """INT8 Q/DQ (ModelOpt PTQ), calibrated on photos letterboxed to the size the graph is deployed at
     (the profile's opt size, or its one size), verified per output on held-out photos at every size."""
     from msmlp.data.transforms import augmented, load_image
