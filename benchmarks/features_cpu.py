@@ -39,11 +39,11 @@ def torch_rows(model: Any, x: np.ndarray, compile_: bool) -> tuple[dict[str, Any
     backbone = FeatureBackbone(model).eval()
     t = torch.from_numpy(x)
 
-    def eager() -> Any:
+    def eager(_: np.ndarray) -> Any:
         with torch.inference_mode():
             return backbone(t)
 
-    def autocast() -> Any:
+    def autocast(_: np.ndarray) -> Any:
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
             return backbone(t)
 
@@ -59,7 +59,7 @@ def torch_rows(model: Any, x: np.ndarray, compile_: bool) -> tuple[dict[str, Any
             compiled(t)
         extra["torch_compile_s"] = time.perf_counter() - start
 
-        def run_compiled() -> Any:
+        def run_compiled(_: np.ndarray) -> Any:
             with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
                 return compiled(t)
 
@@ -69,6 +69,7 @@ def torch_rows(model: Any, x: np.ndarray, compile_: bool) -> tuple[dict[str, Any
 
 def measure(name: str, weights: Path | None, rounds: int, compile_: bool, workdir: Path) -> dict[str, Any]:
     import msmlp
+    from msmlp.bench.timing import interleaved_samples, runner
     from msmlp.models.features import FeatureBackbone
     from msmlp.runtime.openvino import OpenVINOBackend, bf16_support
     from msmlp.runtime.registry import Request, get_spec
@@ -99,28 +100,20 @@ def measure(name: str, weights: Path | None, rounds: int, compile_: bool, workdi
     predictor = msmlp.load(graph)
     size = predictor.feature_layout.profile.max
     x = np.random.default_rng(0).standard_normal((1, 3, *size), dtype=np.float32)
-    names = predictor.feature_layout.names
     ov = lambda hint: get_spec("openvino").open(Request(graph, "onnx", precision=hint)).load()  # noqa: E731
     has_bf16 = bf16_support(__import__("openvino").Core())[0]
     backends: dict[str, OpenVINOBackend] = {"openvino f32": ov("f32")}
     if has_bf16:
         backends = {"openvino bf16 (default)": ov("bf16"), **backends}
-    rows: dict[str, Any] = {
-        k: (lambda b=b: b.infer({b.input_name: x}, outputs=names)) for k, b in backends.items()
-    }
+    rows: dict[str, Any] = {k: runner(b) for k, b in backends.items()}  # every output, as msmlp bench
     from msmlp.models.weights import load_for_deploy
 
     reference = load_for_deploy(name, weights, 0).eval()
     more, extra = torch_rows(reference, x, compile_)
     rows.update(more)
     for fn in rows.values():  # warm-up
-        fn()
-    samples: dict[str, list[float]] = {k: [] for k in rows}
-    for _ in range(rounds):
-        for key, fn in rows.items():
-            t0 = time.perf_counter()
-            fn()
-            samples[key].append(time.perf_counter() - t0)
+        fn(x)
+    samples = interleaved_samples(rows, x, rounds)  # rotated order each round, as the CPU benchmarks
     ms = {k: float(np.median(v) * 1e3) for k, v in samples.items()}
     default = next(iter(ms))
     return {
