@@ -144,6 +144,7 @@ def time_batches(
         raise InputError("give either iters or duration_s")
     total = len(batches) * (warmup + iters) if iters is not None else None
     results = []
+    call = runner(backend)
     with tqdm(
         total=total, desc="bench", unit="call", disable=not progress or not sys.stderr.isatty(), leave=False
     ) as bar:
@@ -151,7 +152,6 @@ def time_batches(
             bar.set_description(f"batch {batch}")
             x = make_batch(backend, batch, size=size)
             gpu_timer = cuda_event_timer(backend, x)
-            call = runner(backend)
             for _ in range(warmup):
                 call(x)
                 if gpu_timer is not None:

@@ -213,9 +213,8 @@ class S2MLPv2(nn.Module):
         for stage in self.stages:
             x = stage(x)
         h, w = grid_size(x, (1, 2))
-        return self.norm(x.reshape(-1, h * w, self.num_features)).reshape(
-            -1, h, w, self.num_features
-        )  # rank 3: MVN
+        c = self.num_features
+        return self.norm(x.reshape(-1, h * w, c)).reshape(-1, h, w, c)  # rank 3: OpenVINO's MVN
 
     @property
     def feature_info(self) -> list[dict]:
