@@ -49,10 +49,6 @@ class FeatureBackbone(nn.Module):
         """The total stride of the network (of its last stage): input sides must be multiples of it."""
         return int(self.model.feature_info[-1]["reduction"])
 
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(o.name for o in self.outputs)
-
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         found = self.model.forward_stages(x, self.stages[-1] + 1)
         return tuple(found[i] for i in self.stages)
